@@ -1,0 +1,36 @@
+//! `grpc_server`: the gRPC server of the demo.
+
+use clap::Parser;
+use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::grpc_server::{self, IngestService};
+
+/// Serves the Ingest service (unary Send, client-streaming SendStream) plus grpc.health.v1
+/// and server reflection; logs every message and prints a summary line on stdout at exit.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long, env = "GRPC_SERVER_BIND", default_value = "127.0.0.1:7002")]
+    bind: String,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.log.init();
+    let listener = match tokio::net::TcpListener::bind(&args.bind).await {
+        Ok(l) => l,
+        Err(e) => exit_usage(format_args!("cannot bind {}: {e}", args.bind)),
+    };
+    let service = IngestService::default();
+    grpc_server::serve(
+        listener,
+        service.clone(),
+        zmq_grpc_proxy::shutdown::signal(),
+    )
+    .await?;
+    println!("grpc_server summary: {}", service.summary());
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `proxy`: one TCP port, ZeroMQ and gRPC routed to their own backends by their first bytes.
+
+use std::time::Duration;
+
+use clap::Parser;
+use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig};
+
+/// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
+/// each connection's first bytes, and splices the connection to the matching backend.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long, env = "PROXY_LISTEN", default_value = "127.0.0.1:7000")]
+    listen: String,
+    /// Backend for connections that open with a ZMTP signature (the zmq_pull server).
+    #[arg(long, env = "PROXY_ZMQ_BACKEND", default_value = "127.0.0.1:7001")]
+    zmq_backend: BackendAddr,
+    /// Backend for connections that open with the HTTP/2 preface (the grpc_server).
+    #[arg(long, env = "PROXY_GRPC_BACKEND", default_value = "127.0.0.1:7002")]
+    grpc_backend: BackendAddr,
+    /// Milliseconds a client has to send enough bytes to be recognised; then it is closed.
+    #[arg(long, env = "PROXY_DETECT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    detect_timeout_ms: u64,
+    /// Milliseconds allowed for connecting to a backend; then the client is closed.
+    #[arg(long, env = "PROXY_CONNECT_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, milliseconds open connections get to finish before the proxy exits.
+    #[arg(long, env = "PROXY_DRAIN_TIMEOUT_MS", default_value_t = 10000)]
+    drain_timeout_ms: u64,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.log.init();
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
+    };
+    let config = ProxyConfig {
+        zmq_backend: args.zmq_backend,
+        grpc_backend: args.grpc_backend,
+        detect_timeout: Duration::from_millis(args.detect_timeout_ms),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+    };
+    proxy::run(listener, config, zmq_grpc_proxy::shutdown::signal()).await?;
+    Ok(())
+}

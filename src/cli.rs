@@ -1,0 +1,48 @@
+//! What every binary shares at start-up: the `--log-format` flag, tracing initialisation,
+//! and the exit-code convention (2 = the user asked for something impossible: a bad flag,
+//! an address that cannot be bound).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Process exit code for usage errors, matching clap's own.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Logging flags shared by every binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log line format on stderr. Verbosity is set with RUST_LOG (default "info").
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global tracing subscriber: logs go to stderr, so stdout stays free for
+    /// the summaries that scripts parse.
+    pub fn init(&self) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+        }
+    }
+}
+
+/// Reports a usage-level failure (e.g. an address that cannot be bound) and exits 2.
+pub fn exit_usage(message: impl std::fmt::Display) -> ! {
+    tracing::error!("{message}");
+    eprintln!("error: {message}");
+    std::process::exit(EXIT_USAGE)
+}

@@ -1,0 +1,98 @@
+//! The gRPC server: the `Ingest` service from `proto/`, plus the standard health and
+//! reflection services so stock tooling (grpcurl, grpc_health_probe) works against it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::message::{Summary, Tally};
+use crate::pb::ingest_server::{Ingest, IngestServer};
+use crate::pb::{Ack, Message, StreamSummary};
+
+/// Largest message accepted (tonic's default is 4 MiB, which a 4 MiB payload exceeds).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The `Ingest` service: logs and tallies every message it receives.
+#[derive(Debug, Default, Clone)]
+pub struct IngestService {
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl IngestService {
+    fn record(&self, m: &Message) {
+        info!(sequence = m.sequence, sender = %m.sender, size = m.payload.len(), "message");
+        let wire = prost::Message::encoded_len(m);
+        self.tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(m, wire);
+    }
+
+    pub fn summary(&self) -> Summary {
+        self.tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .summary()
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn send(&self, request: Request<Message>) -> Result<Response<Ack>, Status> {
+        let m = request.into_inner();
+        self.record(&m);
+        Ok(Response::new(Ack {
+            sequence: m.sequence,
+        }))
+    }
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<Message>>,
+    ) -> Result<Response<StreamSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut summary = StreamSummary::default();
+        while let Some(m) = stream.message().await? {
+            self.record(&m);
+            summary.received += 1;
+            summary.bytes += m.payload.len() as u64;
+        }
+        Ok(Response::new(summary))
+    }
+}
+
+/// Serves Ingest, health and reflection on `listener` until `shutdown` resolves, then
+/// finishes in-flight calls and returns.
+pub async fn serve(
+    listener: TcpListener,
+    service: IngestService,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IngestServer<IngestService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets embedded at build time are valid");
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "listening");
+    }
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            IngestServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

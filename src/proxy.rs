@@ -1,0 +1,321 @@
+//! The proxy: accept, detect, connect, replay, splice, log.
+//!
+//! Every accepted connection gets its own task, so a client that never speaks (or a backend
+//! that never answers) only ever holds up itself. In that task, data flows one way:
+//!
+//! ```text
+//! client ─► read prefix (≤ detect timeout) ─► detect() ─► route ─► connect backend
+//!        (≤ connect timeout) ─► write the prefix bytes ─► copy both ways until both close
+//! ```
+//!
+//! The prefix is *replayed*, not re-read: the bytes consumed while detecting are the start
+//! of the client's stream, and the backend must see them first. Half-close is propagated
+//! (a client's FIN becomes a FIN to the backend while the reply keeps flowing back), which
+//! is what `copy_bidirectional` does.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
+
+/// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
+/// Names are resolved at each connect, so a backend that moves is followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr(String);
+
+impl BackendAddr {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for BackendAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
+        let host_ok = if let Some(inner) = host.strip_prefix('[') {
+            inner
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        } else {
+            !host.is_empty() && !host.contains(':')
+        };
+        if !host_ok {
+            return Err(format!("`{s}`: bad host `{host}` (IPv6 goes in brackets)"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p != 0 => Ok(BackendAddr(s.to_owned())),
+            _ => Err(format!("`{s}`: bad port `{port}`")),
+        }
+    }
+}
+
+/// Everything the proxy needs to know, validated before it starts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where connections starting with a ZMTP signature go.
+    pub zmq_backend: BackendAddr,
+    /// Where connections starting with the HTTP/2 preface go.
+    pub grpc_backend: BackendAddr,
+    /// How long a client has to send enough bytes for a decision.
+    pub detect_timeout: Duration,
+    /// How long connecting to a backend may take.
+    pub connect_timeout: Duration,
+    /// After shutdown is requested, how long open connections may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl ProxyConfig {
+    fn backend(&self, protocol: Protocol) -> &BackendAddr {
+        match protocol {
+            Protocol::Zmtp => &self.zmq_backend,
+            Protocol::Http2 => &self.grpc_backend,
+        }
+    }
+}
+
+/// Bytes buffered while detecting. Anything a client sends beyond the signature in the
+/// same reads (an HTTP/2 SETTINGS frame, say) is replayed along with it.
+const PREFIX_BUF_LEN: usize = 1024;
+const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
+
+/// Splice buffer per direction: 64 KiB moves about twice the bytes per syscall of 8 KiB.
+const COPY_BUF_LEN: usize = 64 * 1024;
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
+/// waits up to `config.drain_timeout` for open connections before returning.
+///
+/// Binaries bind the listener and pass a signal future; tests bind port 0 and pass a
+/// oneshot. Accept errors (out of file descriptors, aborted handshakes) are logged and
+/// retried with back-off: they never end the proxy.
+pub async fn run(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    // Each connection task holds a sender; when all are dropped, `recv` returns None.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let next_id = AtomicU64::new(1);
+    let mut backoff = Duration::ZERO;
+    tokio::pin!(shutdown);
+
+    info!(addr = %listener.local_addr()?, zmq_backend = %config.zmq_backend,
+          grpc_backend = %config.grpc_backend, "listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                backoff = Duration::ZERO;
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::info_span!("conn", id, %peer);
+                let config = Arc::clone(&config);
+                let alive = alive_tx.clone();
+                tokio::spawn(
+                    async move {
+                        handle(client, peer, &config).await;
+                        drop(alive);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) if is_per_connection_error(&e) => {
+                debug!(error = %e, "accept: connection failed before it was accepted");
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the process or system is out of resources. Slow
+                // down instead of spinning; established connections keep being served.
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+
+    drop(listener);
+    drop(alive_tx);
+    info!(
+        drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+        "stopped accepting; draining open connections"
+    );
+    if tokio::time::timeout(config.drain_timeout, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!("drain timeout reached; closing remaining connections");
+    } else {
+        info!("all connections closed");
+    }
+    Ok(())
+}
+
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// Why a connection ended before it reached a backend.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    #[error("no decision within the detect timeout ({0} bytes received)")]
+    DetectTimeout(usize),
+    #[error("unrecognised protocol")]
+    NoMatch,
+    #[error("client closed before a decision ({0} bytes received)")]
+    EarlyEof(usize),
+    #[error("reading from client: {0}")]
+    Read(std::io::Error),
+}
+
+/// Reads until the detector decides. `filled` counts the prefix bytes in `buf`, which the
+/// caller replays; it stays valid if this future is dropped by the detect timeout.
+async fn read_prefix(
+    client: &mut TcpStream,
+    buf: &mut [u8; PREFIX_BUF_LEN],
+    filled: &mut usize,
+) -> Result<Protocol, Rejected> {
+    loop {
+        let n = client
+            .read(&mut buf[*filled..])
+            .await
+            .map_err(Rejected::Read)?;
+        if n == 0 {
+            return Err(Rejected::EarlyEof(*filled));
+        }
+        *filled += n;
+        match detect(&buf[..*filled]) {
+            Detection::Matched(protocol) => return Ok(protocol),
+            Detection::NoMatch => return Err(Rejected::NoMatch),
+            // Unreachable while PREFIX_BUF_LEN >= MAX_PREFIX_LEN, but a full buffer must
+            // never turn into a zero-length read that spins.
+            Detection::NeedMore if *filled == buf.len() => return Err(Rejected::NoMatch),
+            Detection::NeedMore => {}
+        }
+    }
+}
+
+async fn handle(mut client: TcpStream, peer: SocketAddr, config: &ProxyConfig) {
+    let started = Instant::now();
+    let mut prefix = [0u8; PREFIX_BUF_LEN];
+    let mut prefix_len = 0;
+    let detected = tokio::time::timeout(
+        config.detect_timeout,
+        read_prefix(&mut client, &mut prefix, &mut prefix_len),
+    )
+    .await
+    .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
+    let protocol = match detected {
+        Ok(found) => found,
+        Err(reason) => {
+            info!(%peer, route = "none", reason = %reason,
+                  duration_ms = started.elapsed().as_millis() as u64, "closed");
+            return;
+        }
+    };
+    let backend = config.backend(protocol);
+    debug!(route = %protocol, %backend, prefix_len, "detected");
+
+    let mut upstream =
+        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(backend.as_str()))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                warn!(%peer, route = %protocol, %backend, error = %e,
+                  duration_ms = started.elapsed().as_millis() as u64,
+                  "closed: backend connect failed");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, route = %protocol, %backend,
+                  connect_timeout_ms = config.connect_timeout.as_millis() as u64,
+                  "closed: backend connect timed out");
+                return;
+            }
+        };
+    // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on either hop.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let local = upstream.local_addr().ok();
+    debug!(route = %protocol, %backend, local = ?local, "connected");
+
+    let result = async {
+        upstream.write_all(&prefix[..prefix_len]).await?;
+        tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUF_LEN,
+            COPY_BUF_LEN,
+        )
+        .await
+    }
+    .await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok((up, down)) => info!(
+            %peer, route = %protocol, %backend,
+            bytes_to_backend = up + prefix_len as u64, bytes_to_client = down,
+            duration_ms, "closed"
+        ),
+        Err(e) => info!(
+            %peer, route = %protocol, %backend, error = %e, duration_ms,
+            "closed with error"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_are_validated() {
+        for ok in [
+            "127.0.0.1:7001",
+            "[::1]:7001",
+            "localhost:1",
+            "zmq.svc.local:65535",
+        ] {
+            assert!(ok.parse::<BackendAddr>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "7001",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "host:99999",
+            "::1:7001",
+            ":7001",
+            "[::1:7001",
+        ] {
+            assert!(bad.parse::<BackendAddr>().is_err(), "{bad}");
+        }
+    }
+}

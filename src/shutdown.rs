@@ -1,0 +1,36 @@
+//! SIGINT/SIGTERM handling, in the two shapes the binaries need: a future for the async
+//! ones (proxy, gRPC peers) and a flag for the blocking ZMQ loops, which poll it between
+//! short socket timeouts.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        // Without handlers the default action (exit) still applies; never resolve.
+        _ => return std::future::pending().await,
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = name, "shutting down");
+}
+
+/// Returns a flag set by the first SIGINT or SIGTERM. A second signal while the flag is
+/// already set exits the process at once (code 130), for loops stuck in a long operation.
+pub fn flag() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}

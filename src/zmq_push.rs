@@ -1,0 +1,128 @@
+//! The ZMQ PUSH client: connects and sends numbered [`Message`]s at an interval.
+//!
+//! Sends use a short timeout so a full queue (no peer yet, or a slow one) never blocks the
+//! shutdown check. On exit, queued messages get up to `linger` to reach the peer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tracing::{debug, info};
+
+use crate::message::build;
+
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// ZMQ endpoint to connect to, e.g. `tcp://127.0.0.1:7000`.
+    pub connect: String,
+    /// Send this many messages, then exit; `None` sends until stopped.
+    pub count: Option<u64>,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Pause between messages.
+    pub interval: Duration,
+    /// Sender name carried in every message.
+    pub sender: String,
+    /// How long queued messages may take to be delivered at exit.
+    pub linger: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSummary {
+    pub sent: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for PushSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "sent={} bytes={} elapsed_s={:.3} rate_per_s={:.1}",
+            self.sent,
+            self.bytes,
+            secs,
+            if secs > 0.0 {
+                self.sent as f64 / secs
+            } else {
+                0.0
+            }
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("ZMQ socket error: {0}")]
+    Socket(#[from] zmq::Error),
+}
+
+/// Sends until `config.count` messages are queued or `stop` is set, then lingers.
+pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushError> {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::PUSH)?;
+    socket.set_sndtimeo(POLL.as_millis() as i32)?;
+    socket.set_linger(config.linger.as_millis().min(i32::MAX as u128) as i32)?;
+    socket
+        .connect(&config.connect)
+        .map_err(|source| PushError::Connect {
+            endpoint: config.connect.clone(),
+            source,
+        })?;
+    info!(endpoint = %config.connect, sender = %config.sender, "connected");
+
+    let started = Instant::now();
+    let mut summary = PushSummary {
+        sent: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut next_send = Instant::now();
+    'messages: while config.count.is_none_or(|c| summary.sent < c) {
+        // Sleep in short steps so a signal is noticed within POLL.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break 'messages;
+            }
+            let now = Instant::now();
+            if now >= next_send {
+                break;
+            }
+            std::thread::sleep((next_send - now).min(POLL));
+        }
+        let frame = build(&config.sender, summary.sent, config.size).encode_to_vec();
+        loop {
+            match socket.send(frame.as_slice(), 0) {
+                Ok(()) => break,
+                // Queue full or no peer yet: keep the message, re-check for shutdown.
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'messages;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        debug!(sequence = summary.sent, size = frame.len(), "sent");
+        summary.sent += 1;
+        summary.bytes += frame.len() as u64;
+        next_send += config.interval;
+    }
+    summary.elapsed = started.elapsed();
+    info!(
+        sent = summary.sent,
+        linger_ms = config.linger.as_millis() as u64,
+        "done sending; delivering queued messages"
+    );
+    drop(socket);
+    drop(context); // blocks until queued messages are delivered or linger expires
+    Ok(summary)
+}
