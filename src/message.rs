@@ -39,9 +39,11 @@ pub fn default_sender(program: &str) -> String {
 }
 
 /// Receiver-side counts over everything received, per sender and in total.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Tally {
-    started: Instant,
+    /// First and latest arrival, so the rate covers the traffic, not the idle start-up.
+    first: Option<Instant>,
+    last: Option<Instant>,
     next_sequence: HashMap<String, u64>,
     received: u64,
     bytes: u64,
@@ -51,24 +53,10 @@ pub struct Tally {
     malformed: u64,
 }
 
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            started: Instant::now(),
-            next_sequence: HashMap::new(),
-            received: 0,
-            bytes: 0,
-            skipped: 0,
-            repeated: 0,
-            corrupt: 0,
-            malformed: 0,
-        }
-    }
-}
-
 impl Tally {
     /// Records one decoded message of `wire_len` bytes.
     pub fn record(&mut self, message: &Message, wire_len: usize) {
+        self.arrived();
         self.received += 1;
         self.bytes += wire_len as u64;
         if !payload_intact(message) {
@@ -89,8 +77,15 @@ impl Tally {
 
     /// Records bytes that did not decode as a [`Message`].
     pub fn record_malformed(&mut self, wire_len: usize) {
+        self.arrived();
         self.malformed += 1;
         self.bytes += wire_len as u64;
+    }
+
+    fn arrived(&mut self) {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
     }
 
     pub fn received(&self) -> u64 {
@@ -106,7 +101,10 @@ impl Tally {
             repeated: self.repeated,
             corrupt: self.corrupt,
             malformed: self.malformed,
-            elapsed: self.started.elapsed(),
+            elapsed: match (self.first, self.last) {
+                (Some(first), Some(last)) => last - first,
+                _ => Duration::ZERO,
+            },
         }
     }
 }
@@ -126,6 +124,7 @@ pub struct Summary {
     pub corrupt: u64,
     /// Frames that did not decode as a message at all.
     pub malformed: u64,
+    /// From the first arrival to the last.
     pub elapsed: Duration,
 }
 

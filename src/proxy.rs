@@ -14,7 +14,6 @@
 //! is what `copy_bidirectional` does.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -134,7 +133,7 @@ pub async fn run(
                 let alive = alive_tx.clone();
                 tokio::spawn(
                     async move {
-                        handle(client, peer, &config).await;
+                        handle(client, &config).await;
                         drop(alive);
                     }
                     .instrument(span),
@@ -221,7 +220,7 @@ async fn read_prefix(
     }
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, config: &ProxyConfig) {
+async fn handle(mut client: TcpStream, config: &ProxyConfig) {
     let started = Instant::now();
     let mut prefix = [0u8; PREFIX_BUF_LEN];
     let mut prefix_len = 0;
@@ -234,7 +233,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: &ProxyConfig) {
     let protocol = match detected {
         Ok(found) => found,
         Err(reason) => {
-            info!(%peer, route = "none", reason = %reason,
+            info!(route = %"none", reason = %reason,
                   duration_ms = started.elapsed().as_millis() as u64, "closed");
             return;
         }
@@ -248,13 +247,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: &ProxyConfig) {
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                warn!(%peer, route = %protocol, %backend, error = %e,
+                warn!(route = %protocol, %backend, error = %e,
                   duration_ms = started.elapsed().as_millis() as u64,
                   "closed: backend connect failed");
                 return;
             }
             Err(_) => {
-                warn!(%peer, route = %protocol, %backend,
+                warn!(route = %protocol, %backend,
                   connect_timeout_ms = config.connect_timeout.as_millis() as u64,
                   "closed: backend connect timed out");
                 return;
@@ -280,12 +279,12 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: &ProxyConfig) {
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((up, down)) => info!(
-            %peer, route = %protocol, %backend,
+            route = %protocol, %backend,
             bytes_to_backend = up + prefix_len as u64, bytes_to_client = down,
             duration_ms, "closed"
         ),
         Err(e) => info!(
-            %peer, route = %protocol, %backend, error = %e, duration_ms,
+            route = %protocol, %backend, error = %e, duration_ms,
             "closed with error"
         ),
     }

@@ -1,0 +1,330 @@
+//! Test harness: spawns the real binaries, captures their output, and waits on what they
+//! print (a "listening" line, an exit) rather than on the clock.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous upper bound for anything that should happen "promptly" on a loaded CI box.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn bin(name: &str) -> &'static str {
+    match name {
+        "proxy" => env!("CARGO_BIN_EXE_proxy"),
+        "zmq_pull" => env!("CARGO_BIN_EXE_zmq_pull"),
+        "zmq_push" => env!("CARGO_BIN_EXE_zmq_push"),
+        "grpc_server" => env!("CARGO_BIN_EXE_grpc_server"),
+        "grpc_client" => env!("CARGO_BIN_EXE_grpc_client"),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+#[derive(Default)]
+struct Output {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    closed: usize,
+}
+
+/// A running binary. Killed on drop; its output is printed if the test is failing.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    output: Arc<(Mutex<Output>, Condvar)>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Self::spawn_env(name, args, &[])
+    }
+
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .env_remove("LOG_FORMAT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        pump(out, Arc::clone(&output), true);
+        pump(err, Arc::clone(&output), false);
+        Proc {
+            name: name.to_owned(),
+            child,
+            output,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a stderr (log) line contains `needle`; returns that line.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        self.wait_for(within, |o| {
+            o.stderr.iter().find(|l| l.contains(needle)).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no log line containing {needle:?} within {within:?}",
+                self.name
+            )
+        })
+    }
+
+    /// Counts log lines containing every one of `needles`.
+    pub fn count_logs(&self, needles: &[&str]) -> usize {
+        let o = self.output.0.lock().unwrap();
+        o.stderr
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits for `n` log lines containing every one of `needles`.
+    pub fn wait_for_logs(&self, needles: &[&str], n: usize, within: Duration) {
+        self.wait_for(within, |o| {
+            let c = o
+                .stderr
+                .iter()
+                .filter(|l| needles.iter().all(|x| l.contains(x)))
+                .count();
+            (c >= n).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: fewer than {n} log lines with {needles:?} within {within:?} (saw {})",
+                self.name,
+                self.count_logs(needles)
+            )
+        })
+    }
+
+    /// The address from the binary's "listening" log line (`addr=` or `endpoint=`).
+    pub fn listen_addr(&self) -> String {
+        let line = self.wait_for_log("listening", PATIENCE);
+        line.split_whitespace()
+            .find_map(|t| {
+                t.strip_prefix("addr=")
+                    .or_else(|| t.strip_prefix("endpoint="))
+            })
+            .unwrap_or_else(|| panic!("{}: no address in {line:?}", self.name))
+            .to_owned()
+    }
+
+    fn wait_for<T>(&self, within: Duration, mut f: impl FnMut(&Output) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + within;
+        let (lock, cv) = &*self.output;
+        let mut o = lock.lock().unwrap();
+        loop {
+            if let Some(t) = f(&o) {
+                return Some(t);
+            }
+            let now = Instant::now();
+            if now >= deadline || o.closed == 2 {
+                return f(&o);
+            }
+            o = cv.wait_timeout(o, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {}", self.name);
+    }
+
+    /// Waits for the process to exit and for its output to be fully read.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        self.status = Some(status);
+        self.wait_for(PATIENCE, |o| (o.closed == 2).then_some(()));
+        status
+    }
+
+    pub fn stdout(&self) -> String {
+        self.output.0.lock().unwrap().stdout.join("\n")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.output.0.lock().unwrap().stderr.join("\n")
+    }
+
+    /// Parses the `NAME summary: k=v ...` line from stdout.
+    pub fn summary(&self) -> HashMap<String, String> {
+        let out = self.stdout();
+        let line = out
+            .lines()
+            .find(|l| l.contains("summary:"))
+            .unwrap_or_else(|| panic!("{}: no summary in stdout {out:?}", self.name));
+        parse_kv(line)
+    }
+
+    pub fn summary_u64(&self, key: &str) -> u64 {
+        let s = self.summary();
+        s.get(key)
+            .unwrap_or_else(|| panic!("{}: summary has no {key}: {s:?}", self.name))
+            .parse()
+            .unwrap()
+    }
+}
+
+pub fn parse_kv(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn pump(
+    stream: impl Read + Send + 'static,
+    output: Arc<(Mutex<Output>, Condvar)>,
+    is_stdout: bool,
+) {
+    thread::spawn(move || {
+        let reader = BufReader::new(stream);
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            let (lock, cv) = &*output;
+            let mut o = lock.lock().unwrap();
+            if is_stdout {
+                o.stdout.push(line);
+            } else {
+                o.stderr.push(line);
+            }
+            cv.notify_all();
+        }
+        let (lock, cv) = &*output;
+        lock.lock().unwrap().closed += 1;
+        cv.notify_all();
+    });
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            let o = self.output.0.lock().unwrap();
+            eprintln!("----- {} (pid {}) stdout -----", self.name, self.child.id());
+            for l in &o.stdout {
+                eprintln!("{l}");
+            }
+            eprintln!("----- {} stderr (last 60 lines) -----", self.name);
+            for l in o
+                .stderr
+                .iter()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Runs a client binary to completion and returns it (exited, output collected).
+pub fn run_to_end(name: &str, args: &[&str], within: Duration) -> Proc {
+    let mut p = Proc::spawn(name, args);
+    p.wait_exit(within);
+    p
+}
+
+/// The three servers of the demo on free ports: zmq_pull, grpc_server and the proxy in
+/// front of them.
+pub struct Stack {
+    pub pull: Proc,
+    pub grpc: Proc,
+    pub proxy: Proc,
+}
+
+impl Stack {
+    pub fn start(pull_count: Option<u64>, proxy_args: &[&str]) -> Stack {
+        let count = pull_count.map(|c| c.to_string());
+        let mut pull_args = vec!["--bind", "tcp://127.0.0.1:*"];
+        if let Some(c) = &count {
+            pull_args.extend(["--count", c]);
+        }
+        let pull = Proc::spawn("zmq_pull", &pull_args);
+        let grpc = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+        let zmq_backend = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+        let grpc_backend = grpc.listen_addr();
+        let proxy = start_proxy(&zmq_backend, &grpc_backend, proxy_args);
+        Stack { pull, grpc, proxy }
+    }
+
+    pub fn proxy_addr(&self) -> String {
+        self.proxy.listen_addr()
+    }
+
+    pub fn zmq_url(&self) -> String {
+        format!("tcp://{}", self.proxy_addr())
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.proxy_addr())
+    }
+}
+
+pub fn start_proxy(zmq_backend: &str, grpc_backend: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--zmq-backend",
+        zmq_backend,
+        "--grpc-backend",
+        grpc_backend,
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn("proxy", &args);
+    p.listen_addr();
+    p
+}
+
+/// A port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Proc {
+    /// Exit code of a process that has exited (`None` if killed by a signal).
+    pub fn wait_status_code(&self) -> Option<i32> {
+        self.status.expect("process has exited").code()
+    }
+}
