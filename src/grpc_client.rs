@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::message::build;
 use crate::pb::ingest_client::IngestClient;
@@ -216,7 +216,7 @@ impl Worker {
                 Ok(ack) if ack.get_ref().sequence == sequence => {
                     report.acked += 1;
                     let _ = report.latency_us.record(t0.elapsed().as_micros() as u64);
-                    debug!(sequence, "acknowledged");
+                    info!(sequence, sender = %self.sender, "acknowledged");
                 }
                 Ok(ack) => report.fail(
                     1,
@@ -248,6 +248,7 @@ impl Worker {
             {
                 break; // the call ended early; its status says why
             }
+            info!(sequence, sender = %self.sender, "sent on stream");
             report.sent += 1;
             sequence += 1;
         }

@@ -232,6 +232,13 @@ async fn handle(mut client: TcpStream, config: &ProxyConfig) {
     .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
     let protocol = match detected {
         Ok(found) => found,
+        // A client that connects and leaves without a byte is a port probe or a TCP health
+        // check, not news; everything else rejected is worth a line.
+        Err(reason @ Rejected::EarlyEof(0)) => {
+            debug!(route = %"none", reason = %reason,
+                   duration_ms = started.elapsed().as_millis() as u64, "closed");
+            return;
+        }
         Err(reason) => {
             info!(route = %"none", reason = %reason,
                   duration_ms = started.elapsed().as_millis() as u64, "closed");

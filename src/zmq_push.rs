@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::message::build;
 
@@ -111,7 +111,7 @@ pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushEr
                 Err(e) => return Err(e.into()),
             }
         }
-        debug!(sequence = summary.sent, size = frame.len(), "sent");
+        info!(sequence = summary.sent, size = frame.len(), "sent");
         summary.sent += 1;
         summary.bytes += frame.len() as u64;
         next_send += config.interval;

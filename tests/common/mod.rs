@@ -141,13 +141,19 @@ impl Proc {
         }
     }
 
+    /// Sends a signal by name: "INT", "TERM", "KILL", "STOP", "CONT".
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} {}", self.name);
+        let number = match sig {
+            "INT" => libc::SIGINT,
+            "TERM" => libc::SIGTERM,
+            "KILL" => libc::SIGKILL,
+            "STOP" => libc::SIGSTOP,
+            "CONT" => libc::SIGCONT,
+            other => panic!("unknown signal {other}"),
+        };
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, number) };
+        assert_eq!(rc, 0, "kill -{sig} {}", self.name);
     }
 
     /// Waits for the process to exit and for its output to be fully read.

@@ -1,0 +1,166 @@
+//! The command-line contract: help, env-var equivalents, exit codes for bad flags and
+//! unbindable addresses, and a clean exit 0 on SIGINT/SIGTERM.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const BINARIES: [(&str, &[&str]); 5] = [
+    (
+        "proxy",
+        &[
+            "--listen",
+            "--zmq-backend",
+            "--grpc-backend",
+            "--detect-timeout-ms",
+            "--connect-timeout-ms",
+            "--drain-timeout-ms",
+            "--log-format",
+            "PROXY_LISTEN",
+        ],
+    ),
+    (
+        "zmq_pull",
+        &["--bind", "--count", "--log-format", "ZMQ_PULL_BIND"],
+    ),
+    (
+        "zmq_push",
+        &[
+            "--connect",
+            "--count",
+            "--size",
+            "--interval-ms",
+            "--sender",
+            "--linger-ms",
+            "ZMQ_PUSH_CONNECT",
+        ],
+    ),
+    (
+        "grpc_server",
+        &["--bind", "--log-format", "GRPC_SERVER_BIND"],
+    ),
+    (
+        "grpc_client",
+        &[
+            "--connect",
+            "--count",
+            "--concurrency",
+            "--size",
+            "--interval-ms",
+            "--mode",
+            "--timeout-ms",
+            "GRPC_CLIENT_CONNECT",
+        ],
+    ),
+];
+
+#[test]
+fn help_lists_every_flag_and_its_env_var() {
+    for (name, flags) in BINARIES {
+        let out = Command::new(bin(name)).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{name} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(help.contains(flag), "{name} --help lacks {flag}:\n{help}");
+        }
+        assert!(help.contains("[env: LOG_FORMAT="), "{name}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_flags_print_usage_and_exit_2() {
+    for (name, _) in BINARIES {
+        let out = Command::new(bin(name))
+            .arg("--no-such-flag")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Usage:"),
+            "{name}"
+        );
+    }
+    for (name, args) in [
+        ("proxy", &["--zmq-backend", "no-port"][..]),
+        ("proxy", &["--detect-timeout-ms", "0"]),
+        ("zmq_push", &["--count", "-1"]),
+        ("grpc_client", &["--mode", "sideways"]),
+        ("grpc_client", &["--connect", "not a url", "--count", "1"]),
+    ] {
+        let out = Command::new(bin(name)).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}");
+        assert!(!out.stderr.is_empty(), "{name} {args:?} says why");
+    }
+}
+
+#[test]
+fn an_address_in_use_exits_2_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let zmq = format!("tcp://{addr}");
+    for (name, args) in [
+        ("proxy", ["--listen", addr.as_str()]),
+        ("grpc_server", ["--bind", addr.as_str()]),
+        ("zmq_pull", ["--bind", zmq.as_str()]),
+    ] {
+        let out = Command::new(bin(name)).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&addr) && err.contains("in use"),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn env_vars_stand_in_for_flags() {
+    let p = Proc::spawn_env(
+        "proxy",
+        &[],
+        &[
+            ("PROXY_LISTEN", "127.0.0.1:0"),
+            ("PROXY_ZMQ_BACKEND", "127.0.0.1:9"),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let line = p.wait_for_log("listening", PATIENCE);
+    let json: serde_json::Value =
+        serde_json::from_str(&line).expect("LOG_FORMAT=json gives JSON lines");
+    assert_eq!(json["zmq_backend"], "127.0.0.1:9");
+    assert_ne!(json["addr"], "127.0.0.1:7000");
+}
+
+#[test]
+fn long_running_binaries_exit_0_on_sigint_and_sigterm() {
+    for sig in ["INT", "TERM"] {
+        let mut stack = Stack::start(None, &[]);
+        let mut push = Proc::spawn(
+            "zmq_push",
+            &["--connect", &stack.zmq_url(), "--interval-ms", "5"],
+        );
+        let mut grpc = Proc::spawn(
+            "grpc_client",
+            &["--connect", &stack.grpc_url(), "--interval-ms", "5"],
+        );
+        stack.pull.wait_for_log("message", PATIENCE);
+        stack.grpc.wait_for_log("message", PATIENCE);
+        for p in [&mut push, &mut grpc] {
+            p.signal(sig);
+            assert!(p.wait_exit(PATIENCE).success(), "{} on SIG{sig}", p.name);
+            assert!(
+                p.stdout().contains("summary:"),
+                "{} prints a summary",
+                p.name
+            );
+        }
+        for p in [&mut stack.proxy, &mut stack.pull, &mut stack.grpc] {
+            p.signal(sig);
+            assert!(p.wait_exit(PATIENCE).success(), "{} on SIG{sig}", p.name);
+        }
+        assert!(stack.pull.stdout().contains("summary:"));
+        assert!(stack.grpc.stdout().contains("summary:"));
+    }
+}
