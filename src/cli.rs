@@ -46,3 +46,12 @@ pub fn exit_usage(message: impl std::fmt::Display) -> ! {
     eprintln!("error: {message}");
     std::process::exit(EXIT_USAGE)
 }
+
+/// Raises the soft limit on open files to the hard limit: every proxied connection costs
+/// two descriptors, and the usual soft limit of 1024 would cap the proxy at ~500 clients.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}

@@ -9,9 +9,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::message::{Summary, Tally};
+use crate::message::{build, Summary, Tally};
 use crate::pb::ingest_server::{Ingest, IngestServer};
-use crate::pb::{Ack, Message, StreamSummary};
+use crate::pb::{Ack, FetchRequest, Message, StreamSummary};
 
 /// Largest message accepted (tonic's default is 4 MiB, which a 4 MiB payload exceeds).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -40,8 +40,37 @@ impl IngestService {
     }
 }
 
+type MessageStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Message, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
+    type FetchStream = MessageStream;
+    type EchoStream = MessageStream;
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let FetchRequest { count, size } = request.into_inner();
+        if size > MAX_MESSAGE_BYTES as u64 / 2 {
+            return Err(Status::invalid_argument(format!(
+                "size {size} exceeds {} bytes",
+                MAX_MESSAGE_BYTES / 2
+            )));
+        }
+        let stream =
+            tokio_stream::iter((0..count).map(move |i| Ok(build("grpc_server", i, size as usize))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn echo(
+        &self,
+        request: Request<Streaming<Message>>,
+    ) -> Result<Response<Self::EchoStream>, Status> {
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
+
     async fn send(&self, request: Request<Message>) -> Result<Response<Ack>, Status> {
         let m = request.into_inner();
         self.record(&m);

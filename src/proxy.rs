@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
@@ -80,6 +80,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// After shutdown is requested, how long open connections may take to finish.
     pub drain_timeout: Duration,
+    /// Connections served at once; more are closed at accept, never queued.
+    pub max_connections: u32,
 }
 
 impl ProxyConfig {
@@ -111,14 +113,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
-    // Each connection task holds a sender; when all are dropped, `recv` returns None.
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    // One permit per open connection: the limit, and (by taking them all back) the signal
+    // that every connection has finished.
+    let permits = Arc::new(Semaphore::new(config.max_connections as usize));
     let next_id = AtomicU64::new(1);
+    let mut overload = Overload::default();
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
 
     info!(addr = %listener.local_addr()?, zmq_backend = %config.zmq_backend,
-          grpc_backend = %config.grpc_backend, "listening");
+          grpc_backend = %config.grpc_backend, max_connections = config.max_connections,
+          "listening");
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
@@ -127,14 +132,20 @@ pub async fn run(
         match accepted {
             Ok((client, peer)) => {
                 backoff = Duration::ZERO;
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    // Closing at once tells the client to go elsewhere now, rather than
+                    // after a queue it cannot see.
+                    drop(client);
+                    overload.rejected(peer, config.max_connections);
+                    continue;
+                };
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", id, %peer);
                 let config = Arc::clone(&config);
-                let alive = alive_tx.clone();
                 tokio::spawn(
                     async move {
                         handle(client, &config).await;
-                        drop(alive);
+                        drop(permit);
                     }
                     .instrument(span),
                 );
@@ -156,20 +167,51 @@ pub async fn run(
     }
 
     drop(listener);
-    drop(alive_tx);
+    let open = config.max_connections as usize - permits.available_permits();
     info!(
+        open,
         drain_timeout_ms = config.drain_timeout.as_millis() as u64,
         "stopped accepting; draining open connections"
     );
-    if tokio::time::timeout(config.drain_timeout, alive_rx.recv())
-        .await
-        .is_err()
-    {
-        warn!("drain timeout reached; closing remaining connections");
-    } else {
-        info!("all connections closed");
+    let all = permits.acquire_many(config.max_connections);
+    match tokio::time::timeout(config.drain_timeout, all).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            open = config.max_connections as usize - permits.available_permits(),
+            "drain timeout reached; closing remaining connections"
+        ),
     }
     Ok(())
+}
+
+/// Counts connections refused at `--max-connections`, logging at most once a second so an
+/// overload does not also become a logging storm.
+#[derive(Default)]
+struct Overload {
+    total: u64,
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Overload {
+    fn rejected(&mut self, peer: std::net::SocketAddr, max_connections: u32) {
+        self.total += 1;
+        self.since_log += 1;
+        debug!(%peer, "rejected: at max connections");
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            warn!(
+                rejected = self.since_log,
+                rejected_total = self.total,
+                max_connections,
+                "rejecting connections: at --max-connections"
+            );
+            self.since_log = 0;
+            self.last_log = Some(Instant::now());
+        }
+    }
 }
 
 fn is_per_connection_error(e: &std::io::Error) -> bool {
@@ -290,10 +332,13 @@ async fn handle(mut client: TcpStream, config: &ProxyConfig) {
             bytes_to_backend = up + prefix_len as u64, bytes_to_client = down,
             duration_ms, "closed"
         ),
-        Err(e) => info!(
-            route = %protocol, %backend, error = %e, duration_ms,
-            "closed with error"
-        ),
+        Err(e) => {
+            // One side reset (or failed): reset the other too, so an abrupt end is not
+            // disguised as an orderly FIN. Zero linger makes the close below send RST.
+            let _ = client.set_zero_linger();
+            let _ = upstream.set_zero_linger();
+            info!(route = %protocol, %backend, error = %e, duration_ms, "closed with error")
+        }
     }
 }
 

@@ -23,6 +23,17 @@ pub async fn signal() {
     tracing::info!(signal = name, "shutting down");
 }
 
+/// Resolves on the first SIGINT or SIGTERM, after arranging for a second one to end the
+/// process at once (exit code 130): the way out of a drain an operator will not wait for.
+pub async fn signal_twice_exits() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: exiting without waiting for open connections");
+        std::process::exit(130);
+    });
+}
+
 /// Returns a flag set by the first SIGINT or SIGTERM. A second signal while the flag is
 /// already set exits the process at once (code 130), for loops stuck in a long operation.
 pub fn flag() -> std::io::Result<Arc<AtomicBool>> {

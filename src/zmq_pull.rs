@@ -45,6 +45,7 @@ impl Puller {
     pub fn bind(endpoint: &str) -> Result<Self, PullError> {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PULL)?;
+        socket.set_ipv6(true)?; // accept tcp://[::1]:PORT endpoints too
         socket.set_rcvtimeo(POLL.as_millis() as i32)?;
         socket.bind(endpoint).map_err(|source| PullError::Bind {
             endpoint: endpoint.to_owned(),

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit, LogArgs};
 use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig};
+use zmq_grpc_proxy::shutdown;
 
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
 /// each connection's first bytes, and splices the connection to the matching backend.
@@ -31,6 +32,10 @@ struct Args {
     /// On SIGINT/SIGTERM, milliseconds open connections get to finish before the proxy exits.
     #[arg(long, env = "PROXY_DRAIN_TIMEOUT_MS", default_value_t = 10000)]
     drain_timeout_ms: u64,
+    /// Connections served at once; above it new connections are closed at accept.
+    #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -39,6 +44,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
+    raise_fd_limit();
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
@@ -49,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
         detect_timeout: Duration::from_millis(args.detect_timeout_ms),
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        max_connections: args.max_connections,
     };
-    proxy::run(listener, config, zmq_grpc_proxy::shutdown::signal()).await?;
+    proxy::run(listener, config, shutdown::signal_twice_exits()).await?;
     Ok(())
 }
