@@ -45,14 +45,20 @@ impl Proc {
 
     pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(bin(name));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
-            .env_remove("LOG_FORMAT");
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        Self::from_command(name, cmd)
+    }
+
+    /// Spawns a prepared command (extra set-up such as `pre_exec`) with captured output.
+    pub fn from_command(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
