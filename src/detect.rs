@@ -284,4 +284,82 @@ mod tests {
             assert_eq!(detect(&bytes), oracle(&bytes), "{bytes:02x?}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Valid openings: ZMTP 3.x greetings with any padding, minor version and mechanism,
+        /// ZMTP 2.0 greetings, and the HTTP/2 preface followed by anything; each cut to a
+        /// length of at least its signature.
+        fn valid_opening() -> impl Strategy<Value = (Vec<u8>, Protocol)> {
+            let zmtp3 = (
+                any::<u64>(),
+                0u8..=1,
+                prop::sample::select(vec!["NULL", "PLAIN", "CURVE"]),
+                10usize..=64,
+            )
+                .prop_map(|(pad, minor, mech, len)| {
+                    (zmtp3_greeting(minor, mech, pad)[..len].to_vec(), Zmtp)
+                });
+            let zmtp2 = (any::<u8>(), 10usize..=14)
+                .prop_map(|(ty, len)| (zmtp2_greeting(ty)[..len].to_vec(), Zmtp));
+            let h2 = prop::collection::vec(any::<u8>(), 0..64).prop_map(|tail| {
+                let mut b = HTTP2_PREFACE.to_vec();
+                b.extend(tail);
+                (b, Http2)
+            });
+            prop_oneof![zmtp3, zmtp2, h2]
+        }
+
+        /// What a reader that runs the detector after every segment decides.
+        fn decide_segmented(bytes: &[u8], cuts: &[prop::sample::Index]) -> Detection {
+            let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len()) + 1).collect();
+            ends.push(bytes.len());
+            ends.sort_unstable();
+            ends.dedup();
+            for end in ends {
+                match detect(&bytes[..end]) {
+                    NeedMore => continue,
+                    decided => return decided,
+                }
+            }
+            NeedMore
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn any_segmentation_of_a_valid_opening_reaches_the_same_match(
+                (bytes, protocol) in valid_opening(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+            ) {
+                prop_assert_eq!(detect(&bytes), Matched(protocol));
+                prop_assert_eq!(decide_segmented(&bytes, &cuts), Matched(protocol));
+            }
+
+            #[test]
+            fn any_segmentation_of_any_bytes_agrees_with_the_whole(
+                bytes in prop::collection::vec(any::<u8>(), 1..80),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+            ) {
+                prop_assert_eq!(decide_segmented(&bytes, &cuts), detect(&bytes));
+            }
+
+            #[test]
+            fn random_bytes_never_match_a_protocol_they_are_not(
+                bytes in prop::collection::vec(any::<u8>(), 0..80),
+            ) {
+                match detect(&bytes) {
+                    Matched(Zmtp) => prop_assert!(bytes[0] == 0xFF && bytes[9] == 0x7F),
+                    Matched(Http2) => prop_assert!(bytes.starts_with(HTTP2_PREFACE)),
+                    NeedMore => prop_assert!(
+                        HTTP2_PREFACE.starts_with(&bytes) || (bytes[0] == 0xFF && bytes.len() < 10)
+                    ),
+                    NoMatch => prop_assert_eq!(oracle(&bytes), NoMatch),
+                }
+            }
+        }
+    }
 }
