@@ -1,0 +1,700 @@
+//! `cargo bench --bench proxy`: the proxy against a direct connection and against HAProxy,
+//! measured in the same run, interleaved, medians of `BENCH_RUNS` (default 3) runs.
+//!
+//! Every scenario runs three times per run: direct to the server, through `proxy`, and
+//! through HAProxy 2.6 (tcp mode, `inspect-delay`, `req.payload` rules routing the same two
+//! prefixes, `option splice-auto`; installed from Debian if missing). The servers live in
+//! this process; the proxies are separate processes with logging at `warn` (HAProxy logs
+//! nothing either). Output: a markdown table on stdout.
+//!
+//! Environment: `BENCH_RUNS` (3), `BENCH_PROXY_ARGS` (extra proxy flags, e.g.
+//! `--splice off`, to measure one lever), `BENCH_ONLY` (comma-separated scenario keys:
+//! tput1,tput8,pp1,pp32,rate,mem,zmq,grpc).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Proc, PATIENCE};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Target {
+    Direct,
+    Proxy,
+    Haproxy,
+}
+
+const TARGETS: [Target; 3] = [Target::Direct, Target::Proxy, Target::Haproxy];
+
+/// Where each target accepts connections for the sink, echo and application backends.
+struct Addrs {
+    sink: SocketAddr,
+    echo: SocketAddr,
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process servers
+
+/// Reads everything, then answers with the byte count (u64, big-endian) and closes.
+async fn sink_server(listener: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            let mut total = 0u64;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(_) => return,
+                }
+            }
+            let _ = s.write_all(&total.to_be_bytes()).await;
+        });
+    }
+}
+
+/// Echoes everything back.
+async fn echo_server(listener: TcpListener) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.into_split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+/// Sends `per_conn` bytes (after a ZMTP signature) on each of `conns` connections; the
+/// sink's count must match exactly. Returns MB/s (10^6 bytes) over all connections.
+async fn throughput(addr: SocketAddr, conns: usize, per_conn: u64) -> f64 {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&ZMTP_SIGNATURE).await.unwrap();
+            let data = vec![0x5Au8; CHUNK];
+            let mut sent = 0u64;
+            while sent < per_conn {
+                let n = (per_conn - sent).min(CHUNK as u64) as usize;
+                s.write_all(&data[..n]).await.unwrap();
+                sent += n as u64;
+            }
+            s.shutdown().await.unwrap();
+            let mut count = [0u8; 8];
+            s.read_exact(&mut count).await.unwrap();
+            let expected = per_conn + ZMTP_SIGNATURE.len() as u64;
+            assert_eq!(
+                u64::from_be_bytes(count),
+                expected,
+                "sink received every byte"
+            );
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    (per_conn * conns as u64) as f64 / started.elapsed().as_secs_f64() / 1e6
+}
+
+struct PingPong {
+    msgs_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// `conns` connections each bouncing a 64-byte message off the echo server for `dur`.
+async fn ping_pong(addr: SocketAddr, conns: usize, dur: Duration) -> PingPong {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let stop = Arc::clone(&stop);
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut sig = [0u8; 10];
+            s.write_all(&ZMTP_SIGNATURE).await.unwrap();
+            s.read_exact(&mut sig).await.unwrap();
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+            let msg = [7u8; 64];
+            let mut back = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                s.write_all(&msg).await.unwrap();
+                s.read_exact(&mut back).await.unwrap();
+                hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+            }
+            hist
+        });
+    }
+    let started = Instant::now();
+    tokio::time::sleep(dur).await; // the measurement window, not a readiness wait
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+    while let Some(h) = tasks.join_next().await {
+        all.add(h.unwrap()).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    PingPong {
+        msgs_per_s: all.len() as f64 / secs,
+        p50_us: all.value_at_quantile(0.5) as f64,
+        p99_us: all.value_at_quantile(0.99) as f64,
+    }
+}
+
+/// 16 workers: connect, send a ZMTP signature or the HTTP/2 preface (alternating), read the
+/// echo, close. Returns connections per second.
+async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        tasks.spawn(async move {
+            let mut i = w;
+            let mut buf = [0u8; 24];
+            while !stop.load(Ordering::Relaxed) {
+                let prefix: &[u8] = if i % 2 == 0 {
+                    &ZMTP_SIGNATURE
+                } else {
+                    H2_PREFACE
+                };
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                s.write_all(prefix).await.unwrap();
+                s.read_exact(&mut buf[..prefix.len()]).await.unwrap();
+                assert_eq!(&buf[..prefix.len()], prefix);
+                drop(s);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+    }
+    let started = Instant::now();
+    tokio::time::sleep(dur).await; // the measurement window
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens `n` connections through the target (each sends its prefix and reads the echo, so it
+/// is spliced end to end), then reports the growth of the proxy's RSS per connection, in
+/// bytes. The connections stay open while RSS is read.
+async fn memory_per_connection(addr: SocketAddr, pids: &[u32], n: usize) -> (f64, usize) {
+    let before: u64 = pids.iter().map(|&p| rss_kib(p)).sum();
+    let mut open = Vec::with_capacity(n);
+    let mut errors = 0;
+    for chunk in 0..n.div_ceil(500) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..500.min(n - chunk * 500) {
+            tasks.spawn(async move {
+                let mut s = TcpStream::connect(addr).await?;
+                s.write_all(&ZMTP_SIGNATURE).await?;
+                let mut sig = [0u8; 10];
+                s.read_exact(&mut sig).await?;
+                Ok::<_, std::io::Error>(s)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(s) => open.push(s),
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let after: u64 = pids.iter().map(|&p| rss_kib(p)).sum();
+    let per_conn = (after.saturating_sub(before) * 1024) as f64 / open.len().max(1) as f64;
+    drop(open);
+    (per_conn, errors)
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+fn install_haproxy() -> String {
+    for path in ["/usr/sbin/haproxy", "/usr/bin/haproxy"] {
+        if std::path::Path::new(path).exists() {
+            return path.to_owned();
+        }
+    }
+    eprintln!("installing haproxy from Debian");
+    let sudo = if is_root() { vec![] } else { vec!["sudo"] };
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.clone();
+        all.extend_from_slice(args);
+        let ok = Command::new(all[0])
+            .args(&all[1..])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "{all:?} failed");
+    };
+    run(&["apt-get", "update", "-qq"]);
+    run(&[
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "haproxy",
+    ]);
+    "/usr/sbin/haproxy".to_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// HAProxy in tcp mode routing the same two prefixes the proxy detects.
+fn haproxy_config(fronts: &[(SocketAddr, SocketAddr)], fd_limit: u64) -> String {
+    let mut cfg = format!(
+        // maxpipes bounds the splice pipe pool (2 fds each) so that maxconn fits in the
+        // same descriptor limit the proxy gets; 32 pipes cover every bulk scenario here.
+        "global\n    maxconn {}\n    maxpipes 32\n    ulimit-n {fd_limit}\n\ndefaults\n    mode tcp\n    \
+         option splice-auto\n    timeout connect 3s\n    timeout client 300s\n    \
+         timeout server 300s\n",
+        idle_connections(fd_limit) + 20
+    );
+    for (i, (listen, backend)) in fronts.iter().enumerate() {
+        cfg += &format!(
+            "\nfrontend f{i}\n    bind {listen}\n    tcp-request inspect-delay 5s\n    \
+             acl zmtp req.payload(0,1) -m bin ff\n    acl zmtp_end req.payload(9,1) -m bin 7f\n    \
+             acl h2 req.payload(0,24) -m bin 505249202a20485454502f322e300d0a0d0a534d0d0a0d0a\n    \
+             tcp-request content accept if zmtp zmtp_end\n    \
+             tcp-request content accept if h2\n    \
+             use_backend b{i} if zmtp zmtp_end\n    use_backend b{i} if h2\n\
+             \nbackend b{i}\n    server s {backend}\n"
+        );
+    }
+    cfg
+}
+
+fn spawn_haproxy(bin: &str, cfg: &std::path::Path, ports: &[SocketAddr]) -> std::process::Child {
+    let child = Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    for &a in ports {
+        wait_for_port(a);
+    }
+    child
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the proxy logging only warnings, as HAProxy here logs nothing: the per-connection
+/// line is the operator's choice (RUST_LOG), not part of the data path being compared.
+fn spawn_proxy(backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
+    let listen = free_addr();
+    let backend = backend.to_string();
+    let mut args = vec![
+        "--listen".to_owned(),
+        listen.to_string(),
+        "--zmq-backend".into(),
+        backend.clone(),
+        "--grpc-backend".into(),
+        backend,
+    ];
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Proc::spawn_env("proxy", &args, &[("RUST_LOG", "warn")]);
+    wait_for_port(listen);
+    (p, listen)
+}
+
+/// Raises the soft open-file limit as far as allowed (the hard limit can only be raised
+/// with CAP_SYS_RESOURCE) and returns it; children inherit it.
+fn raise_fd_limits() -> u64 {
+    let want = 200_000;
+    let _ = rlimit::Resource::NOFILE.set(want, want);
+    rlimit::increase_nofile_limit(want).unwrap_or(1024)
+}
+
+/// How many idle connections the memory scenario can hold: the proxy needs two descriptors
+/// per connection under the same limit, plus a few dozen of its own.
+fn idle_connections(fd_limit: u64) -> usize {
+    10_000.min((fd_limit.saturating_sub(200) / 2) as usize / 100 * 100)
+}
+
+/// `proxy-bench --echo-server`: an echo server in its own process, so the descriptors of
+/// its side of the memory scenario do not count against this process's limit.
+fn echo_child() -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--echo-server")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (
+        child,
+        line.trim().parse().expect("echo child prints its address"),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+type Samples = BTreeMap<(&'static str, Target), Vec<f64>>;
+
+fn main() {
+    let fd_limit = raise_fd_limits();
+    if std::env::args().any(|a| a == "--echo-server") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("{}", l.local_addr().unwrap());
+            echo_server(l).await
+        });
+        return;
+    }
+    // `cargo bench` passes `--bench`; anything else is ignored.
+    let idle = idle_connections(fd_limit);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let wanted = |k: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == k));
+    let extra: Vec<String> = std::env::var("BENCH_PROXY_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let haproxy_bin = install_haproxy();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sink, echo) = rt.block_on(async {
+        let s = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let e = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (s.local_addr().unwrap(), e.local_addr().unwrap());
+        tokio::spawn(sink_server(s));
+        tokio::spawn(echo_server(e));
+        addrs
+    });
+
+    // Application servers for the end-to-end rows, on fixed ports chosen now so that each
+    // run can restart zmq_pull (which exits after --count) behind the same proxies.
+    let zmq_app = free_addr();
+    let grpc_app = free_addr();
+    let grpc_server = Proc::spawn_env(
+        "grpc_server",
+        &["--bind", &grpc_app.to_string()],
+        &[("RUST_LOG", "warn")],
+    );
+    wait_for_port(grpc_app);
+
+    let (proxy_sink, proxy_sink_addr) = spawn_proxy(sink, &extra);
+    let (_proxy_echo, proxy_echo_addr) = spawn_proxy(echo, &extra);
+    let (_proxy_zmq, proxy_zmq_addr) = spawn_proxy(zmq_app, &extra);
+    let (_proxy_grpc, proxy_grpc_addr) = spawn_proxy(grpc_app, &extra);
+    let (mut echo_proc, mem_echo) = echo_child();
+
+    let ha = [free_addr(), free_addr(), free_addr(), free_addr()];
+    let cfg_dir = std::env::temp_dir().join(format!("zgp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let cfg_path = cfg_dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg_path,
+        haproxy_config(
+            &[
+                (ha[0], sink),
+                (ha[1], echo),
+                (ha[2], zmq_app),
+                (ha[3], grpc_app),
+            ],
+            fd_limit,
+        ),
+    )
+    .unwrap();
+    let mut haproxy = spawn_haproxy(&haproxy_bin, &cfg_path, &ha);
+
+    let addrs = |t: Target| match t {
+        Target::Direct => Addrs { sink, echo },
+        Target::Proxy => Addrs {
+            sink: proxy_sink_addr,
+            echo: proxy_echo_addr,
+        },
+        Target::Haproxy => Addrs {
+            sink: ha[0],
+            echo: ha[1],
+        },
+    };
+    let app_addr = |t: Target, zmq: bool| match (t, zmq) {
+        (Target::Direct, true) => zmq_app,
+        (Target::Direct, false) => grpc_app,
+        (Target::Proxy, true) => proxy_zmq_addr,
+        (Target::Proxy, false) => proxy_grpc_addr,
+        (Target::Haproxy, true) => ha[2],
+        (Target::Haproxy, false) => ha[3],
+    };
+
+    let mut s: Samples = BTreeMap::new();
+    let mut record = |k: &'static str, t: Target, v: f64| s.entry((k, t)).or_default().push(v);
+    let mut mem_errors = 0;
+    let window = Duration::from_secs(2);
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        // Rotate the order each run so no target always goes first.
+        let mut order = TARGETS.to_vec();
+        order.rotate_left(run % 3);
+        for &t in &order {
+            let a = addrs(t);
+            if wanted("tput1") {
+                record("tput1", t, rt.block_on(throughput(a.sink, 1, 1 << 30)));
+            }
+            if wanted("tput8") {
+                record("tput8", t, rt.block_on(throughput(a.sink, 8, 128 << 20)));
+            }
+            if wanted("pp1") {
+                let r = rt.block_on(ping_pong(a.echo, 1, window));
+                record("pp1", t, r.msgs_per_s);
+                record("pp1_p50", t, r.p50_us);
+                record("pp1_p99", t, r.p99_us);
+            }
+            if wanted("pp32") {
+                let r = rt.block_on(ping_pong(a.echo, 32, window));
+                record("pp32", t, r.msgs_per_s);
+                record("pp32_p50", t, r.p50_us);
+                record("pp32_p99", t, r.p99_us);
+            }
+            if wanted("rate") {
+                record("rate", t, rt.block_on(connection_rate(a.echo, 16, window)));
+            }
+            if wanted("mem") && t != Target::Direct {
+                // A fresh process each time: memory freed by an earlier run and kept by the
+                // allocator (or HAProxy's pools) would hide the real cost of a connection.
+                let (per, errs) = if t == Target::Proxy {
+                    let (p, addr) = spawn_proxy(mem_echo, &extra);
+                    rt.block_on(memory_per_connection(addr, &[p.pid()], idle))
+                } else {
+                    let addr = free_addr();
+                    let path = cfg_dir.join("haproxy-mem.cfg");
+                    std::fs::write(&path, haproxy_config(&[(addr, mem_echo)], fd_limit)).unwrap();
+                    let mut h = spawn_haproxy(&haproxy_bin, &path, &[addr]);
+                    let r = rt.block_on(memory_per_connection(addr, &[h.id()], idle));
+                    let _ = h.kill();
+                    let _ = h.wait();
+                    r
+                };
+                mem_errors += errs;
+                record("mem", t, per);
+            }
+            if wanted("zmq") {
+                record("zmq", t, zmq_end_to_end(zmq_app, app_addr(t, true)));
+            }
+            if wanted("grpc") {
+                record("grpc", t, grpc_end_to_end(app_addr(t, false)));
+            }
+        }
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let _ = echo_proc.kill();
+    let _ = echo_proc.wait();
+    drop(grpc_server);
+    drop(proxy_sink);
+    report(&s, runs, (idle, mem_errors), &extra);
+}
+
+/// zmq_push → (target) → zmq_pull, 200,000 64-byte messages; rate measured by zmq_pull
+/// from first to last arrival.
+fn zmq_end_to_end(bind: SocketAddr, via: SocketAddr) -> f64 {
+    const N: &str = "200000";
+    let mut pull = Proc::spawn_env(
+        "zmq_pull",
+        &["--bind", &format!("tcp://{bind}"), "--count", N],
+        &[("RUST_LOG", "warn,zmq_grpc_proxy::zmq_pull=off")],
+    );
+    wait_for_port(bind);
+    let mut push = Proc::spawn_env(
+        "zmq_push",
+        &[
+            "--connect",
+            &format!("tcp://{via}"),
+            "--count",
+            N,
+            "--interval-ms",
+            "0",
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    assert!(pull.wait_exit(PATIENCE * 4).success(), "zmq_pull");
+    push.wait_exit(PATIENCE);
+    assert_eq!(pull.summary_u64("received"), 200_000);
+    pull.summary()["rate_per_s"].parse().unwrap()
+}
+
+/// grpc_client → (target) → grpc_server, 20,000 unary calls from 8 workers.
+fn grpc_end_to_end(via: SocketAddr) -> f64 {
+    let mut client = Proc::spawn_env(
+        "grpc_client",
+        &[
+            "--connect",
+            &format!("http://{via}"),
+            "--count",
+            "20000",
+            "--concurrency",
+            "8",
+            "--interval-ms",
+            "0",
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    assert!(client.wait_exit(PATIENCE * 4).success(), "grpc_client");
+    assert_eq!(client.summary_u64("failed"), 0);
+    client.summary()["rate_per_s"].parse().unwrap()
+}
+
+fn report(s: &Samples, runs: usize, (idle, mem_errors): (usize, usize), extra: &[String]) {
+    let m = |k: &'static str, t: Target| s.get(&(k, t)).map(|v| median(v.clone()));
+    let rows = [
+        (
+            "tput1",
+            "throughput, 1 connection",
+            "MB/s",
+            "≥ 1.3× HAProxy",
+        ),
+        (
+            "tput8",
+            "throughput, 8 connections",
+            "MB/s",
+            "≥ 1.2× HAProxy",
+        ),
+        ("pp1", "ping-pong 64 B, 1 connection", "msg/s", ""),
+        ("pp1_p50", "ping-pong 1 conn, p50 RTT", "µs", ""),
+        ("pp1_p99", "ping-pong 1 conn, p99 RTT", "µs", ""),
+        (
+            "pp32",
+            "ping-pong 64 B, 32 connections",
+            "msg/s",
+            "≥ 1.1× HAProxy",
+        ),
+        ("pp32_p50", "ping-pong 32 conns, p50 RTT", "µs", ""),
+        (
+            "pp32_p99",
+            "ping-pong 32 conns, p99 RTT",
+            "µs",
+            "≤ 0.8× HAProxy",
+        ),
+        (
+            "rate",
+            "connection rate, 16 parallel",
+            "conn/s",
+            "≥ 1.1× HAProxy",
+        ),
+        ("mem", "RSS per idle connection", "bytes", "≤ 2 KiB"),
+        ("zmq", "zmq_push → zmq_pull", "msg/s", "≥ 0.95× direct"),
+        (
+            "grpc",
+            "grpc_client → grpc_server (8 workers)",
+            "RPC/s",
+            "≥ 0.95× direct",
+        ),
+    ];
+    println!();
+    println!(
+        "Medians of {runs} interleaved runs. Proxy flags: `{}`. Memory scenario: {idle} idle \
+         connections held open, {mem_errors} failed to open.",
+        if extra.is_empty() {
+            "(defaults)".to_owned()
+        } else {
+            extra.join(" ")
+        }
+    );
+    println!();
+    println!("| scenario | unit | direct | proxy | HAProxy | proxy / direct | proxy / HAProxy | target |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    let fmt = |v: Option<f64>| {
+        v.map_or("–".to_owned(), |v| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        })
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    };
+    for (key, name, unit, target) in rows {
+        if !s.keys().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let (d, p, h) = (
+            m(key, Target::Direct),
+            m(key, Target::Proxy),
+            m(key, Target::Haproxy),
+        );
+        println!(
+            "| {name} | {unit} | {} | {} | {} | {} | {} | {target} |",
+            fmt(d),
+            fmt(p),
+            fmt(h),
+            ratio(p, d),
+            ratio(p, h)
+        );
+    }
+}
