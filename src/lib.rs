@@ -12,6 +12,7 @@ pub mod grpc_client;
 pub mod grpc_server;
 pub mod message;
 pub mod proxy;
+pub mod relay;
 pub mod shutdown;
 pub mod zmq_pull;
 pub mod zmq_push;

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
+use crate::relay::{relay, Counts, SpliceMode};
 
 /// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
 /// Names are resolved at each connect, so a backend that moves is followed.
@@ -82,6 +83,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Connections served at once; more are closed at accept, never queued.
     pub max_connections: u32,
+    /// Whether the relay uses splice(2).
+    pub splice: SpliceMode,
 }
 
 impl ProxyConfig {
@@ -93,13 +96,11 @@ impl ProxyConfig {
     }
 }
 
-/// Bytes buffered while detecting. Anything a client sends beyond the signature in the
-/// same reads (an HTTP/2 SETTINGS frame, say) is replayed along with it.
-const PREFIX_BUF_LEN: usize = 1024;
+/// Bytes buffered while detecting: room for the longest signature and a little more. It
+/// lives in every connection's task, so it is kept small; whatever a client sends beyond it
+/// stays in the socket and is relayed after the replay.
+const PREFIX_BUF_LEN: usize = 64;
 const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
-
-/// Splice buffer per direction: 64 KiB moves about twice the bytes per syscall of 8 KiB.
-const COPY_BUF_LEN: usize = 64 * 1024;
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
 /// waits up to `config.drain_timeout` for open connections before returning.
@@ -314,30 +315,27 @@ async fn handle(mut client: TcpStream, config: &ProxyConfig) {
     let local = upstream.local_addr().ok();
     debug!(route = %protocol, %backend, local = ?local, "connected");
 
+    let counts = Counts::default();
     let result = async {
         upstream.write_all(&prefix[..prefix_len]).await?;
-        tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            COPY_BUF_LEN,
-            COPY_BUF_LEN,
-        )
-        .await
+        relay(&client, &upstream, config.splice, &counts).await
     }
     .await;
     let duration_ms = started.elapsed().as_millis() as u64;
+    let bytes_to_backend = counts.to_backend.load(Ordering::Relaxed) + prefix_len as u64;
+    let bytes_to_client = counts.to_client.load(Ordering::Relaxed);
     match result {
-        Ok((up, down)) => info!(
-            route = %protocol, %backend,
-            bytes_to_backend = up + prefix_len as u64, bytes_to_client = down,
-            duration_ms, "closed"
+        Ok(()) => info!(
+            route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
+            "closed"
         ),
         Err(e) => {
             // One side reset (or failed): reset the other too, so an abrupt end is not
             // disguised as an orderly FIN. Zero linger makes the close below send RST.
             let _ = client.set_zero_linger();
             let _ = upstream.set_zero_linger();
-            info!(route = %protocol, %backend, error = %e, duration_ms, "closed with error")
+            info!(route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
+                  error = %e, "closed with error")
         }
     }
 }

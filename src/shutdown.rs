@@ -5,33 +5,42 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn signal() {
+/// Returns a future that resolves on the first SIGINT or SIGTERM.
+///
+/// The handlers are installed by this call, not when the future is first polled: a signal
+/// that arrives before the server loop gets round to polling must still be caught, or the
+/// default action would kill the process without a clean stop. Call it inside a runtime.
+pub fn signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        // Without handlers the default action (exit) still applies; never resolve.
-        _ => return std::future::pending().await,
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
-    tracing::info!(signal = name, "shutting down");
+    let handlers =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    async move {
+        let Ok((mut int, mut term)) = handlers else {
+            // Without handlers the default action (exit) still applies; never resolve.
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutting down");
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM, after arranging for a second one to end the
 /// process at once (exit code 130): the way out of a drain an operator will not wait for.
-pub async fn signal_twice_exits() {
-    signal().await;
-    tokio::spawn(async {
-        signal().await;
-        tracing::warn!("second signal: exiting without waiting for open connections");
-        std::process::exit(130);
-    });
+pub fn signal_twice_exits() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let first = signal();
+    async move {
+        first.await;
+        // The handlers stay installed, so this second listener cannot miss the signal.
+        let second = signal();
+        tokio::spawn(async move {
+            second.await;
+            tracing::warn!("second signal: exiting without waiting for open connections");
+            std::process::exit(130);
+        });
+    }
 }
 
 /// Returns a flag set by the first SIGINT or SIGTERM. A second signal while the flag is

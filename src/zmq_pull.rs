@@ -45,8 +45,9 @@ impl Puller {
     pub fn bind(endpoint: &str) -> Result<Self, PullError> {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PULL)?;
-        socket.set_ipv6(true)?; // accept tcp://[::1]:PORT endpoints too
         socket.set_rcvtimeo(POLL.as_millis() as i32)?;
+        // Only for IPv6 endpoints: with it on, an IPv4 bind is reported as ::ffff:a.b.c.d.
+        socket.set_ipv6(endpoint.contains('['))?;
         socket.bind(endpoint).map_err(|source| PullError::Bind {
             endpoint: endpoint.to_owned(),
             source,

@@ -69,8 +69,8 @@ pub enum PushError {
 pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushError> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::PUSH)?;
-    socket.set_ipv6(true)?; // accept tcp://[::1]:PORT endpoints too
     socket.set_sndtimeo(POLL.as_millis() as i32)?;
+    socket.set_ipv6(config.connect.contains('['))?;
     socket.set_linger(config.linger.as_millis().min(i32::MAX as u128) as i32)?;
     socket
         .connect(&config.connect)

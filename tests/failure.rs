@@ -13,6 +13,7 @@ use common::*;
 
 const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const SPLICE_MODES: [&str; 3] = ["auto", "on", "off"];
 const H2_EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
 
 /// Reads until EOF or reset; returns what arrived and how the stream ended.
@@ -60,7 +61,13 @@ fn raw_backend_proxy(extra: &[&str]) -> (TcpListener, Proc) {
 
 #[test]
 fn half_close_from_the_client_still_delivers_the_reply() {
-    let (backend, proxy) = raw_backend_proxy(&[]);
+    for mode in SPLICE_MODES {
+        half_close_from_the_client_still_delivers_the_reply_with(mode);
+    }
+}
+
+fn half_close_from_the_client_still_delivers_the_reply_with(splice: &str) {
+    let (backend, proxy) = raw_backend_proxy(&["--splice", splice]);
     let mut client = TcpStream::connect(proxy.listen_addr()).unwrap();
     client.write_all(&ZMTP_SIGNATURE).unwrap();
     client.write_all(b"request").unwrap();
@@ -80,7 +87,13 @@ fn half_close_from_the_client_still_delivers_the_reply() {
 
 #[test]
 fn half_close_from_the_backend_still_accepts_client_data() {
-    let (backend, proxy) = raw_backend_proxy(&[]);
+    for mode in SPLICE_MODES {
+        half_close_from_the_backend_still_accepts_client_data_with(mode);
+    }
+}
+
+fn half_close_from_the_backend_still_accepts_client_data_with(splice: &str) {
+    let (backend, proxy) = raw_backend_proxy(&["--splice", splice]);
     let mut client = TcpStream::connect(proxy.listen_addr()).unwrap();
     client.write_all(H2_PREFACE).unwrap();
 
@@ -101,7 +114,13 @@ fn half_close_from_the_backend_still_accepts_client_data() {
 
 #[test]
 fn a_backend_reset_reaches_the_client_as_a_reset() {
-    let (backend, proxy) = raw_backend_proxy(&[]);
+    for mode in SPLICE_MODES {
+        a_backend_reset_reaches_the_client_as_a_reset_with(mode);
+    }
+}
+
+fn a_backend_reset_reaches_the_client_as_a_reset_with(splice: &str) {
+    let (backend, proxy) = raw_backend_proxy(&["--splice", splice]);
     let mut client = TcpStream::connect(proxy.listen_addr()).unwrap();
     client.write_all(&ZMTP_SIGNATURE).unwrap();
     let (mut b, _) = backend.accept().unwrap();

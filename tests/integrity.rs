@@ -14,8 +14,22 @@ const SIZE: usize = 64 * 1024; // 48 × 64 KiB = 3 MiB per client
 
 #[test]
 fn mixed_load_loses_duplicates_corrupts_and_reorders_nothing() {
+    mixed_load("auto");
+}
+
+#[test]
+fn mixed_load_with_splice_on_every_direction() {
+    mixed_load("on");
+}
+
+#[test]
+fn mixed_load_with_copy_only() {
+    mixed_load("off");
+}
+
+fn mixed_load(splice: &str) {
     let total = CLIENTS as u64 * MESSAGES;
-    let mut stack = Stack::start(Some(total), &[]);
+    let mut stack = Stack::start(Some(total), &["--splice", splice]);
     let (zmq, grpc) = (stack.zmq_url(), stack.grpc_url());
     let (count, size) = (MESSAGES.to_string(), SIZE.to_string());
     let started = Instant::now();
@@ -91,6 +105,7 @@ fn mixed_load_loses_duplicates_corrupts_and_reorders_nothing() {
         .wait_for_logs(&["closed", "route=grpc"], CLIENTS, PATIENCE);
     let mib = 2.0 * total as f64 * SIZE as f64 / (1 << 20) as f64;
     eprintln!(
-        "integrity: {CLIENTS}+{CLIENTS} clients, {total}+{total} messages, {mib:.0} MiB verified in {elapsed:.2?}"
+        "integrity (--splice {splice}): {CLIENTS}+{CLIENTS} clients, {total}+{total} messages, \
+         {mib:.0} MiB verified in {elapsed:.2?}"
     );
 }

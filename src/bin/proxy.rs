@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit, LogArgs};
 use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig};
+use zmq_grpc_proxy::relay::SpliceMode;
 use zmq_grpc_proxy::shutdown;
 
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
@@ -36,6 +37,10 @@ struct Args {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
+    /// on splices everything, off always copies through user space.
+    #[arg(long, env = "PROXY_SPLICE", value_enum, default_value_t = SpliceMode::Auto)]
+    splice: SpliceMode,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -56,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         max_connections: args.max_connections,
+        splice: args.splice,
     };
     proxy::run(listener, config, shutdown::signal_twice_exits()).await?;
     Ok(())
