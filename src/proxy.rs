@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
-use crate::relay::{relay, Counts, SpliceMode};
+use crate::relay::{Relay, SpliceMode};
 
 /// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
 /// Names are resolved at each connect, so a backend that moves is followed.
@@ -122,6 +122,11 @@ pub async fn run(
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
 
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux), one syscall fewer per
+    // connection than setting it on each.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        warn!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
     info!(addr = %listener.local_addr()?, zmq_backend = %config.zmq_backend,
           grpc_backend = %config.grpc_backend, max_connections = config.max_connections,
           "listening");
@@ -243,11 +248,22 @@ async fn read_prefix(
     buf: &mut [u8; PREFIX_BUF_LEN],
     filled: &mut usize,
 ) -> Result<Protocol, Rejected> {
+    // Clients send their prefix right after the handshake, so by the time the connection is
+    // accepted it has often arrived: read it directly first (the socket is non-blocking),
+    // and wait for readiness only if it has not. That saves a trip through the event loop
+    // on most connections.
+    let mut first = Some(read_now(client, buf));
     loop {
-        let n = client
-            .read(&mut buf[*filled..])
-            .await
-            .map_err(Rejected::Read)?;
+        let n = match first.take() {
+            Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                return Err(Rejected::Read(e))
+            }
+            _ => client
+                .read(&mut buf[*filled..])
+                .await
+                .map_err(Rejected::Read)?,
+        };
         if n == 0 {
             return Err(Rejected::EarlyEof(*filled));
         }
@@ -263,67 +279,33 @@ async fn read_prefix(
     }
 }
 
-async fn handle(mut client: TcpStream, config: &ProxyConfig) {
+fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    (&*socket2::SockRef::from(client)).read(buf)
+}
+
+/// One connection, start to finish: set up (detect, connect, replay), relay, log.
+async fn handle(client: TcpStream, config: &ProxyConfig) {
     let started = Instant::now();
-    let mut prefix = [0u8; PREFIX_BUF_LEN];
-    let mut prefix_len = 0;
-    let detected = tokio::time::timeout(
-        config.detect_timeout,
-        read_prefix(&mut client, &mut prefix, &mut prefix_len),
-    )
-    .await
-    .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
-    let protocol = match detected {
-        Ok(found) => found,
-        // A client that connects and leaves without a byte is a port probe or a TCP health
-        // check, not news; everything else rejected is worth a line.
-        Err(reason @ Rejected::EarlyEof(0)) => {
-            debug!(route = %"none", reason = %reason,
-                   duration_ms = started.elapsed().as_millis() as u64, "closed");
-            return;
-        }
-        Err(reason) => {
-            info!(route = %"none", reason = %reason,
-                  duration_ms = started.elapsed().as_millis() as u64, "closed");
-            return;
-        }
+    // The set-up phase is boxed: its futures (timers, address lookup, the prefix buffer)
+    // are several times the size of the relay's, and only the relay phase lasts, so every
+    // open connection's task stays small for the price of one short-lived allocation.
+    let Some(Opened {
+        client,
+        upstream,
+        protocol,
+        backend,
+        prefix_len,
+    }) = Box::pin(open(client, config, started)).await
+    else {
+        return;
     };
-    let backend = config.backend(protocol);
-    debug!(route = %protocol, %backend, prefix_len, "detected");
 
-    let mut upstream =
-        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(backend.as_str()))
-            .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                warn!(route = %protocol, %backend, error = %e,
-                  duration_ms = started.elapsed().as_millis() as u64,
-                  "closed: backend connect failed");
-                return;
-            }
-            Err(_) => {
-                warn!(route = %protocol, %backend,
-                  connect_timeout_ms = config.connect_timeout.as_millis() as u64,
-                  "closed: backend connect timed out");
-                return;
-            }
-        };
-    // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on either hop.
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    let local = upstream.local_addr().ok();
-    debug!(route = %protocol, %backend, local = ?local, "connected");
-
-    let counts = Counts::default();
-    let result = async {
-        upstream.write_all(&prefix[..prefix_len]).await?;
-        relay(&client, &upstream, config.splice, &counts).await
-    }
-    .await;
+    let mut relay = Relay::new(&client, &upstream, config.splice);
+    let result = (&mut relay).await;
     let duration_ms = started.elapsed().as_millis() as u64;
-    let bytes_to_backend = counts.to_backend.load(Ordering::Relaxed) + prefix_len as u64;
-    let bytes_to_client = counts.to_client.load(Ordering::Relaxed);
+    let bytes_to_backend = relay.to_backend() + prefix_len as u64;
+    let bytes_to_client = relay.to_client();
     match result {
         Ok(()) => info!(
             route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
@@ -338,6 +320,82 @@ async fn handle(mut client: TcpStream, config: &ProxyConfig) {
                   error = %e, "closed with error")
         }
     }
+}
+
+/// A connection that reached its backend, with the prefix already replayed.
+struct Opened<'c> {
+    client: TcpStream,
+    upstream: TcpStream,
+    protocol: Protocol,
+    backend: &'c BackendAddr,
+    prefix_len: usize,
+}
+
+/// Detects the protocol, connects to its backend and replays the prefix. Every way this
+/// can fail is logged here, once; `None` means the client has been dealt with.
+async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> Option<Opened<'_>> {
+    let mut prefix = [0u8; PREFIX_BUF_LEN];
+    let mut prefix_len = 0;
+    let detected = tokio::time::timeout(
+        config.detect_timeout,
+        read_prefix(&mut client, &mut prefix, &mut prefix_len),
+    )
+    .await
+    .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
+    let duration_ms = || started.elapsed().as_millis() as u64;
+    let protocol = match detected {
+        Ok(found) => found,
+        // A client that connects and leaves without a byte is a port probe or a TCP health
+        // check, not news; everything else rejected is worth a line.
+        Err(reason @ Rejected::EarlyEof(0)) => {
+            debug!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
+            return None;
+        }
+        Err(reason) => {
+            info!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
+            return None;
+        }
+    };
+    let backend = config.backend(protocol);
+    debug!(route = %protocol, %backend, prefix_len, "detected");
+
+    let connect = TcpStream::connect(backend.as_str());
+    let mut upstream = match tokio::time::timeout(config.connect_timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            warn!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
+                  "closed: backend connect failed");
+            return None;
+        }
+        Err(_) => {
+            warn!(route = %protocol, %backend,
+                  connect_timeout_ms = config.connect_timeout.as_millis() as u64,
+                  "closed: backend connect timed out");
+            return None;
+        }
+    };
+    // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
+    // client socket inherited TCP_NODELAY from the listener.
+    let _ = upstream.set_nodelay(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = client.set_nodelay(true);
+    debug!(route = %protocol, %backend, local = ?upstream.local_addr().ok(), "connected");
+
+    // Replay: the bytes detection consumed are the start of the client's stream.
+    if let Err(e) = upstream.write_all(&prefix[..prefix_len]).await {
+        let _ = client.set_zero_linger();
+        let _ = upstream.set_zero_linger();
+        info!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
+              "closed with error");
+        return None;
+    }
+    Some(Opened {
+        client,
+        upstream,
+        protocol,
+        backend,
+        prefix_len,
+    })
 }
 
 #[cfg(test)]
@@ -366,5 +424,39 @@ mod tests {
         ] {
             assert!(bad.parse::<BackendAddr>().is_err(), "{bad}");
         }
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_future_sizes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            let c = tokio::net::TcpStream::connect(a).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let cfg = super::ProxyConfig {
+                zmq_backend: "127.0.0.1:1".parse().unwrap(),
+                grpc_backend: "127.0.0.1:1".parse().unwrap(),
+                detect_timeout: std::time::Duration::from_secs(1),
+                connect_timeout: std::time::Duration::from_secs(1),
+                drain_timeout: std::time::Duration::from_secs(1),
+                max_connections: 1,
+                splice: Default::default(),
+            };
+            let r = crate::relay::Relay::new(&c, &s, Default::default());
+            eprintln!("relay future: {}", std::mem::size_of_val(&r));
+            drop(r);
+            let h = super::handle(s, &cfg);
+            eprintln!("handle future: {}", std::mem::size_of_val(&h));
+            eprintln!(
+                "TcpStream: {}",
+                std::mem::size_of::<tokio::net::TcpStream>()
+            );
+        });
     }
 }

@@ -15,9 +15,11 @@
 //! relay ends when both directions have. An error in either direction ends both at once.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use tokio::net::TcpStream;
 
@@ -40,125 +42,194 @@ pub enum SpliceMode {
     Off,
 }
 
-/// Bytes moved in each direction so far; readable even if the relay ended with an error.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub to_backend: AtomicU64,
-    pub to_client: AtomicU64,
+/// Relays until both directions are finished, or either fails. Await it by `&mut` to
+/// read [`Relay::to_backend`] and [`Relay::to_client`] afterwards, whatever the outcome.
+///
+/// It is a hand-written future rather than two `async` loops because it lives in every
+/// open connection: it holds two socket references and two small [`Direction`]s, and it
+/// waits through the sockets' own read/write waker slots (each direction uses the reader
+/// slot of its source and the writer slot of its destination, so no slot is shared).
+pub struct Relay<'a> {
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
+    up: Direction,
+    down: Direction,
 }
 
-/// Relays until both directions are finished, or either fails.
-pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
-    mode: SpliceMode,
-    counts: &Counts,
-) -> io::Result<()> {
-    tokio::try_join!(
-        one_way(client, backend, mode, &counts.to_backend),
-        one_way(backend, client, mode, &counts.to_client),
-    )?;
-    Ok(())
-}
-
-/// What one read-and-forward step did.
-enum Step {
-    /// `from` reached end of stream.
-    Eof,
-    /// `moved` bytes were read; `left` of them still wait in `pending` (copy) or in the
-    /// pipe (splice) for the destination to accept them.
-    Moved {
-        moved: usize,
-        left: usize,
-        pending: Option<Vec<u8>>,
-    },
-}
-
-async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
-    mode: SpliceMode,
-    moved_total: &AtomicU64,
-) -> io::Result<()> {
-    let mut pipe: Option<splice::Pipe> = None;
-    let mut splicing = mode == SpliceMode::On && splice::AVAILABLE;
-    loop {
-        from.readable().await?;
-        let step = if splicing {
-            let pipe = match &mut pipe {
-                Some(p) => p,
-                None => pipe.insert(splice::Pipe::new()?),
-            };
-            pipe.fill_and_drain(from, to)
-        } else {
-            copy_step(from, to)
-        };
-        let (moved, left, pending) = match step {
-            Ok(Step::Eof) => {
-                // Half-close: tell the destination no more is coming, keep the other way open.
-                // It may already be gone (ENOTCONN), which is not this direction's failure.
-                let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
-                return Ok(());
-            }
-            Ok(Step::Moved {
-                moved,
-                left,
-                pending,
-            }) => (moved, left, pending),
-            // Readiness was stale; `try_read`/`try_io` has cleared it, so wait again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        moved_total.fetch_add(moved as u64, Ordering::Relaxed);
-        if left > 0 {
-            match (&mut pipe, pending) {
-                (_, Some(bytes)) => write_pending(to, &bytes).await?,
-                (Some(pipe), None) => pipe.drain_all(to, left).await?,
-                (None, None) => unreachable!("pending bytes are in a buffer or a pipe"),
-            }
+impl<'a> Relay<'a> {
+    pub fn new(client: &'a TcpStream, backend: &'a TcpStream, mode: SpliceMode) -> Self {
+        Relay {
+            client,
+            backend,
+            up: Direction::new(mode),
+            down: Direction::new(mode),
         }
-        if mode == SpliceMode::Auto && moved == CHUNK && splice::AVAILABLE {
-            splicing = true;
+    }
+
+    /// Bytes relayed from the client to the backend so far.
+    pub fn to_backend(&self) -> u64 {
+        self.up.moved
+    }
+
+    /// Bytes relayed from the backend to the client so far.
+    pub fn to_client(&self) -> u64 {
+        self.down.moved
+    }
+}
+
+impl Future for Relay<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.up.done {
+            ready_or_err(this.up.poll(cx, this.client, this.backend))?;
+        }
+        if !this.down.done {
+            ready_or_err(this.down.poll(cx, this.backend, this.client))?;
+        }
+        if this.up.done && this.down.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 }
 
-/// Reads once into the per-thread buffer and writes as much as the destination takes now.
-fn copy_step(from: &TcpStream, to: &TcpStream) -> io::Result<Step> {
-    BUFFER.with_borrow_mut(|buf| {
-        let n = from.try_read(buf)?;
-        if n == 0 {
-            return Ok(Step::Eof);
+/// Turns a direction's `Ready(Err)` into an early return; `Pending` and `Ready(Ok)` (which
+/// the direction records in `done`) carry on to the other direction.
+fn ready_or_err(p: Poll<io::Result<()>>) -> io::Result<()> {
+    match p {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// One direction's state: bytes the destination has not taken yet, and the engine.
+struct Direction {
+    mode: SpliceMode,
+    splicing: bool,
+    done: bool,
+    moved: u64,
+    /// Copy engine: bytes read but not yet written, owned only under backpressure.
+    pending: Vec<u8>,
+    /// Splice engine: the pipe, and how many bytes wait in it.
+    pipe: Option<splice::Pipe>,
+    in_pipe: usize,
+}
+
+impl Direction {
+    fn new(mode: SpliceMode) -> Self {
+        Direction {
+            mode,
+            splicing: mode == SpliceMode::On && splice::AVAILABLE,
+            done: false,
+            moved: 0,
+            pending: Vec::new(),
+            pipe: None,
+            in_pipe: 0,
         }
-        let mut written = 0;
-        while written < n {
-            match to.try_write(&buf[written..n]) {
-                Ok(k) => written += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            // Never read more until what was read has been written: that is the
+            // backpressure that keeps a fast sender from filling the proxy's memory.
+            if !self.pending.is_empty() || self.in_pipe > 0 {
+                ready!(to.poll_write_ready(cx))?;
+                match self.flush(to) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            ready!(from.poll_read_ready(cx))?;
+            let step = if self.splicing {
+                self.splice_step(from, to)
+            } else {
+                self.copy_step(from, to)
+            };
+            match step {
+                Ok(0) => {
+                    // Half-close: tell the destination no more is coming; the other
+                    // direction carries on. It may already be gone (ENOTCONN), which is not
+                    // this direction's failure.
+                    let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+                    self.done = true;
+                    self.pending = Vec::new();
+                    self.pipe = None;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => {
+                    self.moved += n as u64;
+                    if self.mode == SpliceMode::Auto && n == CHUNK && splice::AVAILABLE {
+                        self.splicing = true;
+                    }
+                }
+                // Readiness was stale; the try_* call cleared it, so the next poll waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Reads once into the per-thread buffer and writes as much as the destination takes
+    /// now; the rest moves to `pending`. Returns bytes read (0 at end of stream).
+    fn copy_step(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<usize> {
+        BUFFER.with_borrow_mut(|buf| {
+            let n = from.try_read(buf)?;
+            let mut written = 0;
+            while written < n {
+                match to.try_write(&buf[written..n]) {
+                    Ok(k) => written += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            // The thread's buffer cannot wait for the destination: another connection on
+            // this thread will need it. What is left moves to this connection.
+            self.pending.extend_from_slice(&buf[written..n]);
+            Ok(n)
+        })
+    }
+
+    fn splice_step(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<usize> {
+        let pipe = match &mut self.pipe {
+            Some(p) => p,
+            None => self.pipe.insert(splice::Pipe::new()?),
+        };
+        let n = pipe.fill(from)?;
+        self.in_pipe = n;
+        if n > 0 {
+            // Whatever the destination does not take now waits in the pipe.
+            match pipe.drain(to, n) {
+                Ok(k) => self.in_pipe -= k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         }
-        // The thread's buffer cannot be held across an await: another connection on this
-        // thread will need it. What is left moves to the connection's own allocation.
-        let pending = (written < n).then(|| buf[written..n].to_vec());
-        Ok(Step::Moved {
-            moved: n,
-            left: n - written,
-            pending,
-        })
-    })
-}
-
-async fn write_pending(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        to.writable().await?;
-        match to.try_write(bytes) {
-            Ok(k) => bytes = &bytes[k..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+        Ok(n)
     }
-    Ok(())
+
+    /// Writes what is waiting; Ok once all of it is written.
+    fn flush(&mut self, to: &TcpStream) -> io::Result<()> {
+        if let (Some(pipe), left @ 1..) = (&mut self.pipe, self.in_pipe) {
+            self.in_pipe -= pipe.drain(to, left)?;
+            return Ok(());
+        }
+        let k = to.try_write(&self.pending)?;
+        self.pending.drain(..k);
+        if self.pending.is_empty() {
+            // Backpressure is over: give the memory back rather than keep it while idle.
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -172,7 +243,7 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    use super::{Step, CHUNK};
+    use super::CHUNK;
 
     pub const AVAILABLE: bool = true;
 
@@ -200,44 +271,18 @@ mod splice {
             })
         }
 
-        /// Splices what `from` has into the pipe, then as much as `to` takes out of it.
-        pub fn fill_and_drain(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<Step> {
-            let n = from.try_io(Interest::READABLE, || {
+        /// Splices what `from` has (up to one chunk) into the empty pipe; 0 at end of stream.
+        pub fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
+            from.try_io(Interest::READABLE, || {
                 splice(from.as_raw_fd(), self.write.as_raw_fd(), CHUNK)
-            })?;
-            if n == 0 {
-                return Ok(Step::Eof);
-            }
-            let mut left = n;
-            while left > 0 {
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(self.read.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
-                    Ok(k) => left -= k,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Step::Moved {
-                moved: n,
-                left,
-                pending: None,
             })
         }
 
-        /// Waits for `to` and splices the `left` bytes still in the pipe into it.
-        pub async fn drain_all(&mut self, to: &TcpStream, mut left: usize) -> io::Result<()> {
-            while left > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(self.read.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
-                    Ok(k) => left -= k,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
+        /// Splices up to `len` bytes from the pipe into `to`; returns how many went.
+        pub fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize> {
+            to.try_io(Interest::WRITABLE, || {
+                splice(self.read.as_raw_fd(), to.as_raw_fd(), len)
+            })
         }
     }
 
@@ -269,8 +314,6 @@ mod splice {
     use std::io;
     use tokio::net::TcpStream;
 
-    use super::Step;
-
     pub const AVAILABLE: bool = false;
 
     pub enum Pipe {}
@@ -282,10 +325,10 @@ mod splice {
                 "splice(2) is Linux-only",
             ))
         }
-        pub fn fill_and_drain(&mut self, _: &TcpStream, _: &TcpStream) -> io::Result<Step> {
+        pub fn fill(&mut self, _: &TcpStream) -> io::Result<usize> {
             match *self {}
         }
-        pub async fn drain_all(&mut self, _: &TcpStream, _: usize) -> io::Result<()> {
+        pub fn drain(&mut self, _: &TcpStream, _: usize) -> io::Result<usize> {
             match *self {}
         }
     }
