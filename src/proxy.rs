@@ -105,31 +105,159 @@ const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
 /// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
 /// waits up to `config.drain_timeout` for open connections before returning.
 ///
-/// Binaries bind the listener and pass a signal future; tests bind port 0 and pass a
-/// oneshot. Accept errors (out of file descriptors, aborted handshakes) are logged and
-/// retried with back-off: they never end the proxy.
+/// Everything runs on the caller's runtime. Tests bind port 0 and pass a oneshot; the
+/// binary uses [`run_threaded`]. Accept errors (out of file descriptors, aborted
+/// handshakes) are logged and retried with back-off: they never end the proxy.
 pub async fn run(
     listener: TcpListener,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
-    // One permit per open connection: the limit, and (by taking them all back) the signal
-    // that every connection has finished.
-    let permits = Arc::new(Semaphore::new(config.max_connections as usize));
-    let next_id = AtomicU64::new(1);
-    let mut overload = Overload::default();
-    let mut backoff = Duration::ZERO;
-    tokio::pin!(shutdown);
+    let shared = Arc::new(Shared::new(config, 1));
+    shared.announce(&listener)?;
+    accept_loop(listener, &shared, shutdown).await;
+    shared.drain().await;
+    Ok(())
+}
 
+/// Serves `listener` on `threads` OS threads, each running its own single-threaded
+/// runtime that accepts from the shared socket and keeps every connection it accepted on
+/// that thread, until `shutdown` (polled on the caller's runtime) resolves; then drains as
+/// [`run`] does.
+///
+/// Thread-per-core rather than one work-stealing runtime: a connection's relay never hops
+/// between threads, so no wake-up crosses a core, which is what a proxy spends most of its
+/// time on besides syscalls. Threads compete for each accept, so a busy thread simply wins
+/// fewer of them.
+pub async fn run_threaded(
+    listener: std::net::TcpListener,
+    config: ProxyConfig,
+    threads: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let threads = threads.max(1);
+    let shared = Arc::new(Shared::new(config, threads));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let listener = listener.try_clone()?;
+        let shared = Arc::clone(&shared);
+        let mut stop = stop_rx.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let listener = TcpListener::from_std(listener)?;
+                            if i == 0 {
+                                shared.announce(&listener)?;
+                            }
+                            let stopped = async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            };
+                            accept_loop(listener, &shared, stopped).await;
+                            // Keep this runtime turning until every connection (on every
+                            // thread) is done, so this thread's connections can finish.
+                            shared.drain().await;
+                            Ok(())
+                        })
+                    });
+                let _ = done_tx.send(result);
+            })?;
+        workers.push(done_rx);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        worker
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("proxy thread panicked")))?;
+    }
+    Ok(())
+}
+
+/// What every accept loop shares: the configuration, the connection limit, the ids.
+///
+/// The permits are the connection limit; open connections are the permits taken.
+struct Shared {
+    config: ProxyConfig,
+    /// One permit per open connection.
+    permits: Arc<Semaphore>,
+    next_id: AtomicU64,
+    overload: std::sync::Mutex<Overload>,
+    /// Accept loops still running; the port is closed when the last one stops.
+    accepting: std::sync::atomic::AtomicUsize,
+    /// Notified when the last open connection finishes.
+    idle: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn new(config: ProxyConfig, accept_loops: usize) -> Self {
+        Shared {
+            accepting: accept_loops.into(),
+            idle: tokio::sync::Notify::new(),
+            permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+            config,
+            next_id: AtomicU64::new(1),
+            overload: Default::default(),
+        }
+    }
+
+    fn announce(&self, listener: &TcpListener) -> std::io::Result<()> {
+        let c = &self.config;
+        info!(addr = %listener.local_addr()?, zmq_backend = %c.zmq_backend,
+              grpc_backend = %c.grpc_backend, max_connections = c.max_connections,
+              "listening");
+        Ok(())
+    }
+
+    fn open_connections(&self) -> usize {
+        self.config.max_connections as usize - self.permits.available_permits()
+    }
+
+    /// Waits up to the drain timeout for every open connection to finish. Several threads
+    /// may wait at once; none of them takes permits, so none blocks another's accepts.
+    async fn drain(&self) {
+        let all_closed = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                // Register before checking, so a notification in between is not missed.
+                idle.as_mut().enable();
+                if self.open_connections() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        match tokio::time::timeout(self.config.drain_timeout, all_closed).await {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => warn!(
+                open = self.open_connections(),
+                "drain timeout reached; closing remaining connections"
+            ),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux), one syscall fewer per
     // connection than setting it on each.
     if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY on the listener");
     }
-    info!(addr = %listener.local_addr()?, zmq_backend = %config.zmq_backend,
-          grpc_backend = %config.grpc_backend, max_connections = config.max_connections,
-          "listening");
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
@@ -138,20 +266,24 @@ pub async fn run(
         match accepted {
             Ok((client, peer)) => {
                 backoff = Duration::ZERO;
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
                     // Closing at once tells the client to go elsewhere now, rather than
                     // after a queue it cannot see.
                     drop(client);
-                    overload.rejected(peer, config.max_connections);
+                    let mut overload = shared.overload.lock().unwrap_or_else(|p| p.into_inner());
+                    overload.rejected(peer, shared.config.max_connections);
                     continue;
                 };
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", id, %peer);
-                let config = Arc::clone(&config);
+                let shared = Arc::clone(shared);
                 tokio::spawn(
                     async move {
-                        handle(client, &config).await;
+                        handle(client, &shared.config).await;
                         drop(permit);
+                        if shared.open_connections() == 0 {
+                            shared.idle.notify_waiters();
+                        }
                     }
                     .instrument(span),
                 );
@@ -171,23 +303,14 @@ pub async fn run(
             }
         }
     }
-
     drop(listener);
-    let open = config.max_connections as usize - permits.available_permits();
-    info!(
-        open,
-        drain_timeout_ms = config.drain_timeout.as_millis() as u64,
-        "stopped accepting; draining open connections"
-    );
-    let all = permits.acquire_many(config.max_connections);
-    match tokio::time::timeout(config.drain_timeout, all).await {
-        Ok(_) => info!("all connections closed"),
-        Err(_) => warn!(
-            open = config.max_connections as usize - permits.available_permits(),
-            "drain timeout reached; closing remaining connections"
-        ),
+    if shared.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
+        info!(
+            open = shared.open_connections(),
+            drain_timeout_ms = shared.config.drain_timeout.as_millis() as u64,
+            "stopped accepting; draining open connections"
+        );
     }
-    Ok(())
 }
 
 /// Counts connections refused at `--max-connections`, logging at most once a second so an

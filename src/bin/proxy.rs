@@ -37,6 +37,9 @@ struct Args {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Threads serving connections, each with its own event loop (0: one per CPU).
+    #[arg(long, env = "PROXY_THREADS", default_value_t = 0)]
+    threads: usize,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
     /// on splices everything, off always copies through user space.
     #[arg(long, env = "PROXY_SPLICE", value_enum, default_value_t = SpliceMode::Auto)]
@@ -45,14 +48,17 @@ struct Args {
     log: LogArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
     raise_fd_limit();
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+    let listener = match std::net::TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
+    };
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
     let config = ProxyConfig {
         zmq_backend: args.zmq_backend,
@@ -63,6 +69,13 @@ async fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         splice: args.splice,
     };
-    proxy::run(listener, config, shutdown::signal_twice_exits()).await?;
+    // This thread only waits for signals; the proxy runs on its own threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = shutdown::signal_twice_exits();
+        proxy::run_threaded(listener, config, threads, shutdown).await
+    })?;
     Ok(())
 }
