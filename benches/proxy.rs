@@ -316,6 +316,15 @@ fn spawn_haproxy(bin: &str, cfg: &std::path::Path, ports: &[SocketAddr]) -> std:
     child
 }
 
+/// A free port below Linux's ephemeral range (32768+), so that the thousands of outgoing
+/// connections the scenarios make can never be holding it when a server binds it later.
+fn stable_addr(from: u16) -> SocketAddr {
+    (from..32_000)
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .and_then(|l| l.local_addr().ok())
+        .expect("a free port in 20000..32000")
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -436,8 +445,8 @@ fn main() {
 
     // Application servers for the end-to-end rows, on fixed ports chosen now so that each
     // run can restart zmq_pull (which exits after --count) behind the same proxies.
-    let zmq_app = free_addr();
-    let grpc_app = free_addr();
+    let zmq_app = stable_addr(20_000);
+    let grpc_app = stable_addr(zmq_app.port() + 1);
     let grpc_server = Proc::spawn_env(
         "grpc_server",
         &["--bind", &grpc_app.to_string()],

@@ -105,102 +105,36 @@ const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
 /// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
 /// waits up to `config.drain_timeout` for open connections before returning.
 ///
-/// Everything runs on the caller's runtime. Tests bind port 0 and pass a oneshot; the
-/// binary uses [`run_threaded`]. Accept errors (out of file descriptors, aborted
+/// Binaries bind the listener and pass a signal future; tests bind port 0 and pass a
+/// oneshot. Connections are spawned on the caller's runtime. Accept errors (out of file descriptors, aborted
 /// handshakes) are logged and retried with back-off: they never end the proxy.
 pub async fn run(
     listener: TcpListener,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared::new(config, 1));
+    let shared = Arc::new(Shared::new(config));
     shared.announce(&listener)?;
     accept_loop(listener, &shared, shutdown).await;
     shared.drain().await;
     Ok(())
 }
 
-/// Serves `listener` on `threads` OS threads, each running its own single-threaded
-/// runtime that accepts from the shared socket and keeps every connection it accepted on
-/// that thread, until `shutdown` (polled on the caller's runtime) resolves; then drains as
-/// [`run`] does.
-///
-/// Thread-per-core rather than one work-stealing runtime: a connection's relay never hops
-/// between threads, so no wake-up crosses a core, which is what a proxy spends most of its
-/// time on besides syscalls. Threads compete for each accept, so a busy thread simply wins
-/// fewer of them.
-pub async fn run_threaded(
-    listener: std::net::TcpListener,
-    config: ProxyConfig,
-    threads: usize,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let threads = threads.max(1);
-    let shared = Arc::new(Shared::new(config, threads));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::with_capacity(threads);
-    for i in 0..threads {
-        let listener = listener.try_clone()?;
-        let shared = Arc::clone(&shared);
-        let mut stop = stop_rx.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-        std::thread::Builder::new()
-            .name(format!("proxy-{i}"))
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            let listener = TcpListener::from_std(listener)?;
-                            if i == 0 {
-                                shared.announce(&listener)?;
-                            }
-                            let stopped = async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            };
-                            accept_loop(listener, &shared, stopped).await;
-                            // Keep this runtime turning until every connection (on every
-                            // thread) is done, so this thread's connections can finish.
-                            shared.drain().await;
-                            Ok(())
-                        })
-                    });
-                let _ = done_tx.send(result);
-            })?;
-        workers.push(done_rx);
-    }
-    drop(listener);
-    shutdown.await;
-    let _ = stop_tx.send(true);
-    for worker in workers {
-        worker
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("proxy thread panicked")))?;
-    }
-    Ok(())
-}
-
-/// What every accept loop shares: the configuration, the connection limit, the ids.
-///
-/// The permits are the connection limit; open connections are the permits taken.
+/// What the accept loop shares with the connection tasks: the configuration, the
+/// connection limit (open connections are the permits taken), the ids.
 struct Shared {
     config: ProxyConfig,
     /// One permit per open connection.
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
     overload: std::sync::Mutex<Overload>,
-    /// Accept loops still running; the port is closed when the last one stops.
-    accepting: std::sync::atomic::AtomicUsize,
     /// Notified when the last open connection finishes.
     idle: tokio::sync::Notify,
 }
 
 impl Shared {
-    fn new(config: ProxyConfig, accept_loops: usize) -> Self {
+    fn new(config: ProxyConfig) -> Self {
         Shared {
-            accepting: accept_loops.into(),
             idle: tokio::sync::Notify::new(),
             permits: Arc::new(Semaphore::new(config.max_connections as usize)),
             config,
@@ -221,8 +155,7 @@ impl Shared {
         self.config.max_connections as usize - self.permits.available_permits()
     }
 
-    /// Waits up to the drain timeout for every open connection to finish. Several threads
-    /// may wait at once; none of them takes permits, so none blocks another's accepts.
+    /// Waits up to the drain timeout for every open connection to finish.
     async fn drain(&self) {
         let all_closed = async {
             loop {
@@ -304,13 +237,11 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    if shared.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
-        info!(
-            open = shared.open_connections(),
-            drain_timeout_ms = shared.config.drain_timeout.as_millis() as u64,
-            "stopped accepting; draining open connections"
-        );
-    }
+    info!(
+        open = shared.open_connections(),
+        drain_timeout_ms = shared.config.drain_timeout.as_millis() as u64,
+        "stopped accepting; draining open connections"
+    );
 }
 
 /// Counts connections refused at `--max-connections`, logging at most once a second so an

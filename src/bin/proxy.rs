@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
-    /// Threads serving connections, each with its own event loop (0: one per CPU).
+    /// Worker threads serving connections (0: one per CPU).
     #[arg(long, env = "PROXY_THREADS", default_value_t = 0)]
     threads: usize,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
@@ -69,13 +69,19 @@ fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         splice: args.splice,
     };
-    // This thread only waits for signals; the proxy runs on its own threads.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // One work-stealing runtime sized to the cores. (Thread-per-core, each thread accepting
+    // on the shared socket, was measured too: better connection rate on some runs, but
+    // connections pile up on whichever thread is awake, which doubled p99 latency; see
+    // BENCHMARKS.md.)
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()?;
     rt.block_on(async {
         let shutdown = shutdown::signal_twice_exits();
-        proxy::run_threaded(listener, config, threads, shutdown).await
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        proxy::run(listener, config, shutdown).await
     })?;
     Ok(())
 }

@@ -57,7 +57,9 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        // Tests wait on log lines, so they need info level unless the caller chose one.
+        let chosen = cmd.get_envs().any(|(k, _)| k == "RUST_LOG");
+        if !chosen && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
