@@ -94,13 +94,8 @@ impl Ingest for IngestService {
     }
 }
 
-/// Serves Ingest, health and reflection on `listener` until `shutdown` resolves, then
-/// finishes in-flight calls and returns.
-pub async fn serve(
-    listener: TcpListener,
-    service: IngestService,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+/// The Ingest service plus the standard health and reflection services, ready to serve.
+pub async fn router(service: IngestService) -> tonic::transport::server::Router {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -110,9 +105,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets embedded at build time are valid");
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "listening");
-    }
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
@@ -122,6 +114,20 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+}
+
+/// Serves Ingest, health and reflection on `listener` until `shutdown` resolves, then
+/// finishes in-flight calls and returns.
+pub async fn serve(
+    listener: TcpListener,
+    service: IngestService,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "listening");
+    }
+    router(service)
+        .await
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -11,9 +11,11 @@ pub mod detect;
 pub mod grpc_client;
 pub mod grpc_server;
 pub mod message;
+pub mod mux;
 pub mod proxy;
 pub mod relay;
 pub mod shutdown;
+pub mod zmq_bridge;
 pub mod zmq_pull;
 pub mod zmq_push;
 

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
+use crate::mux::PrefixedStream;
 use crate::relay::{Relay, SpliceMode};
 
 /// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
@@ -68,13 +69,36 @@ impl FromStr for BackendAddr {
     }
 }
 
+/// Where the connections of one detected protocol go.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Spliced to a TCP backend.
+    Backend(BackendAddr),
+    /// Handed, with the bytes detection read, to a server in this process: see
+    /// [`crate::mux`], which serves gRPC this way while ZMQ is still forwarded.
+    Local(LocalServer),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Backend(addr) => addr.fmt(f),
+            Route::Local(_) => f.write_str("local"),
+        }
+    }
+}
+
+/// The receiving end is a server's stream of incoming connections.
+#[derive(Debug, Clone)]
+pub struct LocalServer(pub tokio::sync::mpsc::Sender<PrefixedStream>);
+
 /// Everything the proxy needs to know, validated before it starts.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Where connections starting with a ZMTP signature go.
-    pub zmq_backend: BackendAddr,
+    pub zmq: Route,
     /// Where connections starting with the HTTP/2 preface go.
-    pub grpc_backend: BackendAddr,
+    pub grpc: Route,
     /// How long a client has to send enough bytes for a decision.
     pub detect_timeout: Duration,
     /// How long connecting to a backend may take.
@@ -88,10 +112,10 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    fn backend(&self, protocol: Protocol) -> &BackendAddr {
+    fn route(&self, protocol: Protocol) -> &Route {
         match protocol {
-            Protocol::Zmtp => &self.zmq_backend,
-            Protocol::Http2 => &self.grpc_backend,
+            Protocol::Zmtp => &self.zmq,
+            Protocol::Http2 => &self.grpc,
         }
     }
 }
@@ -145,8 +169,8 @@ impl Shared {
 
     fn announce(&self, listener: &TcpListener) -> std::io::Result<()> {
         let c = &self.config;
-        info!(addr = %listener.local_addr()?, zmq_backend = %c.zmq_backend,
-              grpc_backend = %c.grpc_backend, max_connections = c.max_connections,
+        info!(addr = %listener.local_addr()?, zmq_backend = %c.zmq,
+              grpc_backend = %c.grpc, max_connections = c.max_connections,
               "listening");
         Ok(())
     }
@@ -410,7 +434,17 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
             return None;
         }
     };
-    let backend = config.backend(protocol);
+    let backend = match config.route(protocol) {
+        Route::Backend(addr) => addr,
+        Route::Local(LocalServer(server)) => {
+            let conn = PrefixedStream::new(prefix[..prefix_len].to_vec(), client);
+            match server.send(conn).await {
+                Ok(()) => debug!(route = %protocol, "handed to the local server"),
+                Err(_) => info!(route = %protocol, "closed: the local server has stopped"),
+            }
+            return None;
+        }
+    };
     debug!(route = %protocol, %backend, prefix_len, "detected");
 
     let connect = TcpStream::connect(backend.as_str());
@@ -494,8 +528,8 @@ mod size_probe {
             let c = tokio::net::TcpStream::connect(a).await.unwrap();
             let (s, _) = l.accept().await.unwrap();
             let cfg = super::ProxyConfig {
-                zmq_backend: "127.0.0.1:1".parse().unwrap(),
-                grpc_backend: "127.0.0.1:1".parse().unwrap(),
+                zmq: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
+                grpc: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
                 detect_timeout: std::time::Duration::from_secs(1),
                 connect_timeout: std::time::Duration::from_secs(1),
                 drain_timeout: std::time::Duration::from_secs(1),

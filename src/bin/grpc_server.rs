@@ -3,6 +3,8 @@
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
 use zmq_grpc_proxy::grpc_server::{self, IngestService};
+use zmq_grpc_proxy::mux::{self, MuxConfig};
+use zmq_grpc_proxy::proxy::BackendAddr;
 
 /// Serves the Ingest service (unary Send, client-streaming SendStream) plus grpc.health.v1
 /// and server reflection; logs every message and prints a summary line on stdout at exit.
@@ -12,6 +14,10 @@ struct Args {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "GRPC_SERVER_BIND", default_value = "127.0.0.1:7002")]
     bind: String,
+    /// Also accept ZeroMQ on the same port and forward it to this ZMQ server (HOST:PORT):
+    /// migration stage two, one port, gRPC answered here.
+    #[arg(long, env = "GRPC_SERVER_ZMQ_FORWARD")]
+    zmq_forward: Option<BackendAddr>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -25,12 +31,17 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => exit_usage(format_args!("cannot bind {}: {e}", args.bind)),
     };
     let service = IngestService::default();
-    grpc_server::serve(
-        listener,
-        service.clone(),
-        zmq_grpc_proxy::shutdown::signal(),
-    )
-    .await?;
+    let shutdown = zmq_grpc_proxy::shutdown::signal();
+    match args.zmq_forward {
+        None => grpc_server::serve(listener, service.clone(), shutdown).await?,
+        Some(zmq_backend) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, %zmq_backend, "forwarding ZeroMQ on the gRPC port");
+            }
+            let grpc = grpc_server::router(service.clone()).await;
+            mux::serve(listener, grpc, MuxConfig::new(zmq_backend), shutdown).await?
+        }
+    }
     println!("grpc_server summary: {}", service.summary());
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit, LogArgs};
-use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig};
+use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig, Route};
 use zmq_grpc_proxy::relay::SpliceMode;
 use zmq_grpc_proxy::shutdown;
 
@@ -61,8 +61,8 @@ fn main() -> anyhow::Result<()> {
         n => n,
     };
     let config = ProxyConfig {
-        zmq_backend: args.zmq_backend,
-        grpc_backend: args.grpc_backend,
+        zmq: Route::Backend(args.zmq_backend),
+        grpc: Route::Backend(args.grpc_backend),
         detect_timeout: Duration::from_millis(args.detect_timeout_ms),
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),

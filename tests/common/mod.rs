@@ -19,6 +19,7 @@ pub fn bin(name: &str) -> &'static str {
         "zmq_push" => env!("CARGO_BIN_EXE_zmq_push"),
         "grpc_server" => env!("CARGO_BIN_EXE_grpc_server"),
         "grpc_client" => env!("CARGO_BIN_EXE_grpc_client"),
+        "zmq_bridge" => env!("CARGO_BIN_EXE_zmq_bridge"),
         other => panic!("unknown binary {other}"),
     }
 }

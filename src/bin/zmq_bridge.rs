@@ -1,0 +1,56 @@
+//! `zmq_bridge`: takes zmq_pull's place and turns each ZMQ message into a gRPC call.
+
+use std::time::Duration;
+
+use clap::Parser;
+use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
+
+/// Binds a ZMQ PULL socket and delivers every message from zmq_push to grpc_server as a
+/// unary Send call: in order per sender, retried until acknowledged, reading ZMQ only as fast
+/// as the gRPC side takes messages. Prints a summary line on stdout when it stops.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// ZMQ endpoint to bind (tcp://HOST:PORT), where zmq_pull used to be.
+    #[arg(long, env = "ZMQ_BRIDGE_BIND", default_value = "tcp://127.0.0.1:7001")]
+    bind: String,
+    /// gRPC server to deliver to (http://HOST:PORT).
+    #[arg(long, env = "ZMQ_BRIDGE_GRPC", default_value = "http://127.0.0.1:7002")]
+    grpc: String,
+    /// Calls in flight at once (one per lane; a sender always uses the same lane).
+    #[arg(long, env = "ZMQ_BRIDGE_MAX_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_in_flight: u64,
+    /// Milliseconds allowed per call before it counts as failed and is retried.
+    #[arg(long, env = "ZMQ_BRIDGE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
+    /// On SIGINT/SIGTERM, milliseconds allowed to deliver messages already read.
+    #[arg(long, env = "ZMQ_BRIDGE_DRAIN_TIMEOUT_MS", default_value_t = 10000)]
+    drain_timeout_ms: u64,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.log.init();
+    let stop = zmq_grpc_proxy::shutdown::flag()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let config = BridgeConfig {
+        bind: args.bind,
+        grpc: args.grpc,
+        lanes: args.max_in_flight as usize,
+        timeout: Duration::from_millis(args.timeout_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+    };
+    let bridge = match runtime.block_on(async { Bridge::bind(config) }) {
+        Ok(b) => b,
+        Err(e @ (BridgeError::Bind { .. } | BridgeError::Url { .. })) => exit_usage(e),
+        Err(e) => return Err(e.into()),
+    };
+    let stats = bridge.run(runtime.handle(), &stop)?;
+    println!("zmq_bridge summary: {stats}");
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Stage three of a migration: the old ZMQ server is retired and a bridge takes its place.
+//! It binds a ZMQ PULL socket where zmq_pull used to be and turns every message from
+//! zmq_push (already the protobuf [`Message`] the gRPC service takes) into a unary `Send`
+//! to grpc_server.
+//!
+//! Delivery is at-least-once and in order per sender, never lossy by choice:
+//!
+//! * Messages are spread over `lanes` by sender; a lane makes one call at a time, so one
+//!   sender's messages reach the server in the order they were pushed.
+//! * A failed call is retried, with back-off, until it succeeds. A lane stuck retrying holds
+//!   its queue (one message), the reader stops reading ZMQ when its lane is full, and ZMQ's
+//!   high-water marks then make the senders wait: backpressure instead of loss.
+//! * A call the server carried out but whose answer was lost (the server stopped in
+//!   between) is sent again: at most one duplicate per lane per failure.
+//!
+//! On SIGINT/SIGTERM the bridge stops reading, delivers what it has already read (for up
+//! to the drain timeout) and exits. Messages still queued inside ZMQ at that point are
+//! dropped with the socket, as with any PULL server that stops.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::pb::ingest_client::IngestClient;
+use crate::pb::Message;
+
+const POLL: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// ZMQ endpoint to bind (where zmq_push connects).
+    pub bind: String,
+    /// gRPC server URL.
+    pub grpc: String,
+    /// Calls in flight at once; also how many senders are served in parallel.
+    pub lanes: usize,
+    /// Deadline per call.
+    pub timeout: Duration,
+    /// At shutdown, how long already-read messages may take to be delivered.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("invalid gRPC URL `{url}`: {source}")]
+    Url {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("ZMQ socket error: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Counts over a bridge's life.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Calls that failed and were retried.
+    pub failed_attempts: AtomicU64,
+    /// Frames that were not a `Message` (logged and skipped: nothing to deliver).
+    pub malformed: AtomicU64,
+}
+
+impl std::fmt::Display for BridgeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (received, delivered) = (get(&self.received), get(&self.delivered));
+        write!(
+            f,
+            "received={received} delivered={delivered} undelivered={} failed_attempts={} malformed={}",
+            received.saturating_sub(delivered),
+            get(&self.failed_attempts),
+            get(&self.malformed)
+        )
+    }
+}
+
+/// A bound bridge, ready to run.
+pub struct Bridge {
+    socket: zmq::Socket,
+    _context: zmq::Context,
+    endpoint: String,
+    channel: Channel,
+    config: BridgeConfig,
+}
+
+impl Bridge {
+    /// Binds the PULL socket and prepares the (lazily connecting) gRPC channel. Must be
+    /// called inside a tokio runtime.
+    pub fn bind(config: BridgeConfig) -> Result<Bridge, BridgeError> {
+        let channel = Endpoint::from_shared(config.grpc.clone())
+            .map_err(|source| BridgeError::Url {
+                url: config.grpc.clone(),
+                source,
+            })?
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::PULL)?;
+        socket.set_rcvtimeo(POLL.as_millis() as i32)?;
+        socket.set_ipv6(config.bind.contains('['))?;
+        socket
+            .bind(&config.bind)
+            .map_err(|source| BridgeError::Bind {
+                endpoint: config.bind.clone(),
+                source,
+            })?;
+        let endpoint = socket
+            .get_last_endpoint()?
+            .unwrap_or_else(|_| config.bind.clone());
+        Ok(Bridge {
+            socket,
+            _context: context,
+            endpoint,
+            channel,
+            config,
+        })
+    }
+
+    /// Reads ZMQ on this (blocking) thread and delivers on `runtime` until `stop` is set,
+    /// then drains. Returns the final counts.
+    pub fn run(
+        self,
+        runtime: &tokio::runtime::Handle,
+        stop: &AtomicBool,
+    ) -> Result<Arc<BridgeStats>, BridgeError> {
+        let stats = Arc::new(BridgeStats::default());
+        let lanes = self.config.lanes.max(1);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut workers = Vec::with_capacity(lanes);
+        for lane in 0..lanes {
+            // Capacity 1: a lane holds the message in flight plus one; the reader blocks on
+            // the next, which is what stops it reading ZMQ while the server is away.
+            let (tx, rx) = mpsc::channel::<Message>(1);
+            senders.push(tx);
+            let client = IngestClient::new(self.channel.clone());
+            workers.push(runtime.spawn(deliver(
+                lane,
+                rx,
+                client,
+                self.config.timeout,
+                Arc::clone(&stats),
+            )));
+        }
+        info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes, "listening");
+
+        while !stop.load(Ordering::Relaxed) {
+            let frame = match self.socket.recv_bytes(0) {
+                Ok(frame) => frame,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let message = match Message::decode(frame.as_slice()) {
+                Ok(m) => m,
+                Err(e) => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(size = frame.len(), error = %e, "frame is not a Message; skipped");
+                    continue;
+                }
+            };
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            let lane = &senders[lane_of(&message.sender, lanes)];
+            // Waits while the lane is busy: backpressure onto ZMQ, never a drop. A stop
+            // request does not abandon the message already read: it gets the drain time.
+            let handed = runtime.block_on(async {
+                let mut give_up_at = None;
+                loop {
+                    match tokio::time::timeout(POLL, lane.reserve()).await {
+                        Ok(Ok(slot)) => {
+                            slot.send(message);
+                            return true;
+                        }
+                        Ok(Err(_)) => return false, // the lane's worker is gone
+                        Err(_) if stop.load(Ordering::Relaxed) => {
+                            let at = *give_up_at.get_or_insert_with(|| {
+                                tokio::time::Instant::now() + self.config.drain_timeout
+                            });
+                            if tokio::time::Instant::now() >= at {
+                                return false;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+            if !handed {
+                warn!("stopping with a message read but not handed to a lane");
+                break;
+            }
+        }
+
+        info!(
+            drain_timeout_ms = self.config.drain_timeout.as_millis() as u64,
+            "stopped reading; delivering what was read"
+        );
+        drop(senders);
+        let drain_timeout = self.config.drain_timeout;
+        let drained = runtime.block_on(async move {
+            tokio::time::timeout(drain_timeout, async {
+                for w in workers {
+                    let _ = w.await;
+                }
+            })
+            .await
+        });
+        if drained.is_err() {
+            warn!("drain timeout reached with messages undelivered");
+        }
+        Ok(stats)
+    }
+}
+
+fn lane_of(sender: &str, lanes: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    sender.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// One lane: each message is sent until the server acknowledges it, in arrival order.
+async fn deliver(
+    lane: usize,
+    mut queue: mpsc::Receiver<Message>,
+    mut client: IngestClient<Channel>,
+    timeout: Duration,
+    stats: Arc<BridgeStats>,
+) {
+    while let Some(message) = queue.recv().await {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let mut request = tonic::Request::new(message.clone());
+            request.set_timeout(timeout);
+            match client.send(request).await {
+                Ok(_) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    debug!(lane, sequence = message.sequence, sender = %message.sender, "delivered");
+                    break;
+                }
+                Err(status) => {
+                    let failed = stats.failed_attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(lane, sequence = message.sequence, sender = %message.sender,
+                          error = %status, failed_attempts = failed, retry_in_ms = backoff.as_millis() as u64,
+                          "delivery failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
