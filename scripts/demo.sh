@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Headless demo: the same five processes as the tmuxinator session, without a terminal.
+# Headless demo: the processes of the tmuxinator session, without a terminal.
 #
-# Starts zmq_pull, grpc_server and the proxy in front of them, runs two zmq_push and two
-# grpc_client against the proxy's port for DEMO_SECONDS, stops everything with SIGTERM and
-# prints how many messages each server received through the proxy. Exits non-zero if either
-# path carried nothing or any process failed.
+# Usage: scripts/demo.sh [--stage N]     (or DEMO_STAGE=N; default 1)
+#
+# Every stage runs two zmq_push and two grpc_client (one unary, one streaming) against the
+# public port for DEMO_SECONDS, stops everything with SIGTERM, prints what each server
+# received, and exits non-zero if a path carried nothing, a message went missing, or a
+# process did not stop cleanly. The stages are those of MIGRATION.md:
+#   1  proxy on the public port, in front of zmq_pull and grpc_server
+#   2  grpc_server --zmq-forward on the public port: gRPC answered, ZMQ passed to zmq_pull
+#   3  as 2, but zmq_bridge replaces zmq_pull: ZMQ messages become gRPC calls
+#   4  grpc_server alone; only gRPC clients remain
 #
 # Environment (all optional):
 #   DEMO_SECONDS     how long the clients send (default 5)
@@ -12,6 +18,17 @@
 #   BIN_DIR          use binaries from here instead of building with `cargo build --release`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+stage=${DEMO_STAGE:-1}
+while (($#)); do
+  case $1 in
+    --stage) stage=${2:?--stage needs a number}; shift 2 ;;
+    --stage=*) stage=${1#--stage=}; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "demo: unknown argument $1 (usage: scripts/demo.sh [--stage 1|2|3|4])" >&2; exit 2 ;;
+  esac
+done
+case $stage in 1|2|3|4) ;; *) echo "demo: --stage must be 1, 2, 3 or 4" >&2; exit 2 ;; esac
 
 seconds=${DEMO_SECONDS:-5}
 proxy_port=${DEMO_PROXY_PORT:-7000}
@@ -66,55 +83,97 @@ stop() { # name: SIGTERM, then wait for a clean exit
 }
 
 failed=0
-echo "== servers: zmq_pull on :$zmq_port, grpc_server on :$grpc_port, proxy on :$proxy_port"
-start zmq_pull --bind "tcp://$host:$zmq_port"
-start grpc_server --bind "$host:$grpc_port"
-wait_for_log zmq_pull listening
-wait_for_log grpc_server listening
-start proxy --listen "$host:$proxy_port" --zmq-backend "$host:$zmq_port" --grpc-backend "$host:$grpc_port"
-wait_for_log proxy listening
+public=$proxy_port
+case $stage in
+  1)
+    echo "== stage 1: proxy on :$public -> zmq_pull :$zmq_port, grpc_server :$grpc_port"
+    start zmq_pull --bind "tcp://$host:$zmq_port"
+    start grpc_server --bind "$host:$grpc_port"
+    wait_for_log zmq_pull listening
+    wait_for_log grpc_server listening
+    start proxy --listen "$host:$public" --zmq-backend "$host:$zmq_port" --grpc-backend "$host:$grpc_port"
+    wait_for_log proxy listening
+    servers=(proxy zmq_pull grpc_server) ;;
+  2)
+    echo "== stage 2: grpc_server --zmq-forward on :$public -> zmq_pull :$zmq_port"
+    start zmq_pull --bind "tcp://$host:$zmq_port"
+    wait_for_log zmq_pull listening
+    start grpc_server --bind "$host:$public" --zmq-forward "$host:$zmq_port"
+    wait_for_log grpc_server listening
+    servers=(grpc_server zmq_pull) ;;
+  3)
+    echo "== stage 3: grpc_server --zmq-forward on :$public -> zmq_bridge :$zmq_port -> grpc_server"
+    start grpc_server --bind "$host:$public" --zmq-forward "$host:$zmq_port"
+    wait_for_log grpc_server listening
+    start zmq_bridge --bind "tcp://$host:$zmq_port" --grpc "http://$host:$public"
+    wait_for_log zmq_bridge listening
+    servers=(zmq_bridge grpc_server) ;;
+  4)
+    echo "== stage 4: grpc_server alone on :$public"
+    start grpc_server --bind "$host:$public"
+    wait_for_log grpc_server listening
+    servers=(grpc_server) ;;
+esac
 
-echo "== clients: 2 zmq_push + 2 grpc_client -> :$proxy_port for ${seconds}s"
-start "zmq_push#1" --connect "tcp://$host:$proxy_port" --sender zmq-push-1 --interval-ms 10
-start "zmq_push#2" --connect "tcp://$host:$proxy_port" --sender zmq-push-2 --interval-ms 10
-start "grpc_client#1" --connect "http://$host:$proxy_port" --sender grpc-client-1 --interval-ms 10
-start "grpc_client#2" --connect "http://$host:$proxy_port" --sender grpc-client-2 --interval-ms 10 --mode stream
+clients=()
+if ((stage < 4)); then
+  echo "== clients: 2 zmq_push + 2 grpc_client -> :$public for ${seconds}s"
+  start "zmq_push#1" --connect "tcp://$host:$public" --sender zmq-push-1 --interval-ms 10
+  start "zmq_push#2" --connect "tcp://$host:$public" --sender zmq-push-2 --interval-ms 10
+  clients+=("zmq_push#1" "zmq_push#2")
+else
+  echo "== clients: 2 grpc_client -> :$public for ${seconds}s (the ZMQ clients are gone)"
+fi
+start "grpc_client#1" --connect "http://$host:$public" --sender grpc-client-1 --interval-ms 10
+start "grpc_client#2" --connect "http://$host:$public" --sender grpc-client-2 --interval-ms 10 --mode stream
+clients+=("grpc_client#1" "grpc_client#2")
 sleep "$seconds" # the demo's running time, not a readiness wait
 
-for c in "zmq_push#1" "zmq_push#2" "grpc_client#1" "grpc_client#2"; do stop "$c"; done
-for s in proxy zmq_pull grpc_server; do stop "$s"; done
+for c in "${clients[@]}"; do stop "$c"; done
+for s in "${servers[@]}"; do stop "$s"; done
 
 field() { # file key
   grep -o "\b$2=[0-9.]*" "$1" | head -1 | cut -d= -f2
 }
 echo
-echo "== results"
-for c in "zmq_push#1" "zmq_push#2" "grpc_client#1" "grpc_client#2"; do
-  printf '%-14s %s\n' "$c" "$(grep -h summary "$logs/$c.out" | cut -d: -f2-)"
+echo "== results (stage $stage)"
+for p in "${clients[@]}" "${servers[@]}"; do
+  [[ $p == proxy ]] && continue
+  printf '%-14s %s\n' "$p" "$(grep -h summary "$logs/$p.out" | cut -d: -f2-)"
 done
-zmq_received=$(field "$logs/zmq_pull.out" received)
+zmq_sent=0
+for c in "zmq_push#1" "zmq_push#2"; do
+  [[ -f "$logs/$c.out" ]] && zmq_sent=$((zmq_sent + $(field "$logs/$c.out" sent)))
+done
+grpc_acked=$(( $(field "$logs/grpc_client#1.out" acked) + $(field "$logs/grpc_client#2.out" acked) ))
 grpc_received=$(field "$logs/grpc_server.out" received)
-zmq_conns=$(grep -c 'closed route=zmq' "$logs/proxy.log" || true)
-grpc_conns=$(grep -c 'closed route=grpc' "$logs/proxy.log" || true)
-printf '%-14s received %s messages through the proxy (%s ZMQ connections)\n' \
-  zmq_pull "${zmq_received:-0}" "$zmq_conns"
-printf '%-14s received %s messages through the proxy (%s gRPC connections)\n' \
-  grpc_server "${grpc_received:-0}" "$grpc_conns"
-for s in zmq_pull grpc_server; do
-  printf '%-14s %s\n' "$s" "$(grep -h summary "$logs/$s.out" | cut -d: -f2-)"
-done
+case $stage in
+  1|2) zmq_received=$(field "$logs/zmq_pull.out" received); zmq_server=zmq_pull ;;
+  3) zmq_received=$(field "$logs/zmq_bridge.out" delivered); zmq_server="zmq_bridge" ;;
+  4) zmq_received=0; zmq_server=none ;;
+esac
+if ((stage == 1)); then
+  echo "proxy connections: $(grep -c 'closed route=zmq' "$logs/proxy.log" || true) ZMQ," \
+    "$(grep -c 'closed route=grpc' "$logs/proxy.log" || true) gRPC"
+fi
+if ((stage < 4)); then
+  printf 'ZMQ:  %s sent, %s received by %s through port %s\n' "$zmq_sent" "$zmq_received" "$zmq_server" "$public"
+fi
+printf 'gRPC: %s acknowledged, %s received by grpc_server through port %s' "$grpc_acked" "$grpc_received" "$public"
+if ((stage == 3)); then printf ' (%s of them bridged from ZMQ)' "$zmq_received"; fi
+echo
 echo "logs: $logs"
 
-if [[ "${zmq_received:-0}" == 0 || "${grpc_received:-0}" == 0 ]]; then
+# Every message a client handed over must have arrived: SIGTERM stops clients cleanly.
+expected_grpc=$grpc_acked
+((stage == 3)) && expected_grpc=$((grpc_acked + zmq_sent)) # bridged ZMQ arrives as gRPC
+if ((grpc_received == 0)) || { ((stage < 4)) && ((zmq_received == 0)); }; then
   echo "demo: FAILED: a path carried nothing" >&2
   exit 1
 fi
-# Every message a client handed over must have arrived: SIGTERM stops clients cleanly.
-zmq_sent=$(( $(field "$logs/zmq_push#1.out" sent) + $(field "$logs/zmq_push#2.out" sent) ))
-grpc_acked=$(( $(field "$logs/grpc_client#1.out" acked) + $(field "$logs/grpc_client#2.out" acked) ))
-if ((zmq_sent != zmq_received || grpc_acked != grpc_received)); then
-  echo "demo: FAILED: ZMQ sent $zmq_sent / received $zmq_received," \
-    "gRPC acknowledged $grpc_acked / received $grpc_received" >&2
+if ((stage < 4 && zmq_sent != zmq_received)) || ((grpc_received != expected_grpc)); then
+  echo "demo: FAILED: ZMQ sent $zmq_sent / arrived $zmq_received," \
+    "gRPC expected $expected_grpc / received $grpc_received" >&2
   exit 1
 fi
 if ((failed)); then

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const BINARIES: [(&str, &[&str]); 5] = [
+const BINARIES: [(&str, &[&str]); 6] = [
     (
         "proxy",
         &[
@@ -17,6 +17,9 @@ const BINARIES: [(&str, &[&str]); 5] = [
             "--detect-timeout-ms",
             "--connect-timeout-ms",
             "--drain-timeout-ms",
+            "--max-connections",
+            "--threads",
+            "--splice",
             "--log-format",
             "PROXY_LISTEN",
         ],
@@ -39,7 +42,23 @@ const BINARIES: [(&str, &[&str]); 5] = [
     ),
     (
         "grpc_server",
-        &["--bind", "--log-format", "GRPC_SERVER_BIND"],
+        &[
+            "--bind",
+            "--zmq-forward",
+            "--log-format",
+            "GRPC_SERVER_BIND",
+        ],
+    ),
+    (
+        "zmq_bridge",
+        &[
+            "--bind",
+            "--grpc",
+            "--max-in-flight",
+            "--timeout-ms",
+            "--drain-timeout-ms",
+            "ZMQ_BRIDGE_BIND",
+        ],
     ),
     (
         "grpc_client",
@@ -104,6 +123,7 @@ fn an_address_in_use_exits_2_with_a_clear_message() {
         ("proxy", ["--listen", addr.as_str()]),
         ("grpc_server", ["--bind", addr.as_str()]),
         ("zmq_pull", ["--bind", zmq.as_str()]),
+        ("zmq_bridge", ["--bind", zmq.as_str()]),
     ] {
         let out = Command::new(bin(name)).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");
