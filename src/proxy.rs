@@ -1,17 +1,19 @@
-//! The proxy: accept, detect, connect, replay, splice, log.
+//! The proxy: accept, detect, connect, replay, relay, log.
 //!
 //! Every accepted connection gets its own task, so a client that never speaks (or a backend
 //! that never answers) only ever holds up itself. In that task, data flows one way:
 //!
 //! ```text
 //! client ─► read prefix (≤ detect timeout) ─► detect() ─► route ─► connect backend
-//!        (≤ connect timeout) ─► write the prefix bytes ─► copy both ways until both close
+//!        (≤ connect timeout) ─► write the prefix bytes ─► relay both ways until both close
 //! ```
 //!
 //! The prefix is *replayed*, not re-read: the bytes consumed while detecting are the start
-//! of the client's stream, and the backend must see them first. Half-close is propagated
-//! (a client's FIN becomes a FIN to the backend while the reply keeps flowing back), which
-//! is what `copy_bidirectional` does.
+//! of the client's stream, and the backend must see them first. The relay
+//! ([`crate::relay`]) propagates half-close (a client's FIN becomes a FIN to the backend
+//! while the reply keeps flowing back) and turns a reset on one side into a reset on the
+//! other. A route can also be a server in this process ([`Route::Local`]), which is how
+//! [`crate::mux`] serves gRPC itself while ZMQ is still forwarded.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -130,8 +132,9 @@ const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
 /// waits up to `config.drain_timeout` for open connections before returning.
 ///
 /// Binaries bind the listener and pass a signal future; tests bind port 0 and pass a
-/// oneshot. Connections are spawned on the caller's runtime. Accept errors (out of file descriptors, aborted
-/// handshakes) are logged and retried with back-off: they never end the proxy.
+/// oneshot. Connections are spawned on the caller's runtime. Accept errors (out of file
+/// descriptors, aborted handshakes) are logged and retried with back-off: they never end
+/// the proxy.
 pub async fn run(
     listener: TcpListener,
     config: ProxyConfig,
@@ -515,18 +518,29 @@ mod tests {
     }
 }
 #[cfg(test)]
-mod size_probe {
+mod size_tests {
+    /// Every open connection holds one of these futures for its whole life; their size is
+    /// most of the proxy's memory per idle connection (BENCHMARKS.md), so growth here is a
+    /// regression even when every other test passes.
     #[test]
-    fn print_future_sizes() {
+    fn connection_futures_stay_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let a = l.local_addr().unwrap();
-            let c = tokio::net::TcpStream::connect(a).await.unwrap();
+            let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap();
             let (s, _) = l.accept().await.unwrap();
+            let relay = crate::relay::Relay::new(&c, &s, Default::default());
+            assert!(
+                std::mem::size_of_val(&relay) <= 192,
+                "relay: {}",
+                std::mem::size_of_val(&relay)
+            );
+            drop(relay);
             let cfg = super::ProxyConfig {
                 zmq: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
                 grpc: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
@@ -536,15 +550,9 @@ mod size_probe {
                 max_connections: 1,
                 splice: Default::default(),
             };
-            let r = crate::relay::Relay::new(&c, &s, Default::default());
-            eprintln!("relay future: {}", std::mem::size_of_val(&r));
-            drop(r);
-            let h = super::handle(s, &cfg);
-            eprintln!("handle future: {}", std::mem::size_of_val(&h));
-            eprintln!(
-                "TcpStream: {}",
-                std::mem::size_of::<tokio::net::TcpStream>()
-            );
+            let handle = super::handle(s, &cfg);
+            let size = std::mem::size_of_val(&handle);
+            assert!(size <= 448, "connection task future: {size} bytes");
         });
     }
 }

@@ -35,40 +35,26 @@ fn mixed_load(splice: &str) {
     let started = Instant::now();
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let sender = format!("zmq-{i}");
-        clients.push(Proc::spawn_env(
-            "zmq_push",
-            &[
-                "--connect",
-                &zmq,
-                "--count",
-                &count,
-                "--size",
-                &size,
-                "--interval-ms",
-                "0",
-                "--sender",
-                &sender,
-            ],
-            &[("RUST_LOG", "warn")],
-        ));
-        let sender = format!("grpc-{i}");
-        clients.push(Proc::spawn_env(
-            "grpc_client",
-            &[
-                "--connect",
-                &grpc,
-                "--count",
-                &count,
-                "--size",
-                &size,
-                "--interval-ms",
-                "0",
-                "--sender",
-                &sender,
-            ],
-            &[("RUST_LOG", "warn")],
-        ));
+        // The same flags drive both clients: one schema, two transports.
+        for (bin, url, kind) in [("zmq_push", &zmq, "zmq"), ("grpc_client", &grpc, "grpc")] {
+            let sender = format!("{kind}-{i}");
+            clients.push(Proc::spawn_env(
+                bin,
+                &[
+                    "--connect",
+                    url,
+                    "--count",
+                    &count,
+                    "--size",
+                    &size,
+                    "--interval-ms",
+                    "0",
+                    "--sender",
+                    &sender,
+                ],
+                &[("RUST_LOG", "warn")],
+            ));
+        }
     }
     for c in &mut clients {
         assert!(
