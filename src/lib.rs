@@ -11,6 +11,7 @@ pub mod detect;
 pub mod grpc_client;
 pub mod grpc_server;
 pub mod message;
+pub mod metrics;
 pub mod mux;
 pub mod proxy;
 pub mod relay;

@@ -172,6 +172,7 @@ pub async fn serve(
         drain_timeout: config.drain_timeout,
         max_connections: config.max_connections,
         splice: config.splice,
+        metrics: Default::default(),
     };
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let accept = async {

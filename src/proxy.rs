@@ -27,6 +27,10 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::detect::{detect, Detection, Protocol, MAX_PREFIX_LEN};
+use crate::metrics::{
+    BackendErrorKind, BackendErrorLabels, BytesLabels, ClosedLabels, Direction, Metrics, Outcome,
+    ReasonLabels, RejectReason, RouteLabel, RouteLabels,
+};
 use crate::mux::PrefixedStream;
 use crate::relay::{Relay, SpliceMode};
 
@@ -111,6 +115,8 @@ pub struct ProxyConfig {
     pub max_connections: u32,
     /// Whether the relay uses splice(2).
     pub splice: SpliceMode,
+    /// Counters and histograms, also served by [`crate::metrics::serve`] when enabled.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ProxyConfig {
@@ -142,7 +148,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config));
     shared.announce(&listener)?;
+    shared.config.metrics.set_ready(true);
     accept_loop(listener, &shared, shutdown).await;
+    shared.config.metrics.set_ready(false);
     shared.drain().await;
     Ok(())
 }
@@ -226,7 +234,16 @@ async fn accept_loop(
         match accepted {
             Ok((client, peer)) => {
                 backoff = Duration::ZERO;
+                shared.config.metrics.accepted.inc();
                 let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
+                    shared
+                        .config
+                        .metrics
+                        .rejected
+                        .get_or_create(&ReasonLabels {
+                            reason: RejectReason::MaxConnections,
+                        })
+                        .inc();
                     // Closing at once tells the client to go elsewhere now, rather than
                     // after a queue it cannot see.
                     drop(client);
@@ -235,7 +252,17 @@ async fn accept_loop(
                     continue;
                 };
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::info_span!("conn", id, %peer);
+                // route, backend and the local port toward the backend are filled in as they
+                // become known, so every line of the connection can be matched to the
+                // backend's own log.
+                let span = tracing::info_span!(
+                    "conn",
+                    id,
+                    %peer,
+                    route = tracing::field::Empty,
+                    backend = tracing::field::Empty,
+                    local_port = tracing::field::Empty,
+                );
                 let shared = Arc::clone(shared);
                 tokio::spawn(
                     async move {
@@ -322,6 +349,17 @@ enum Rejected {
     Read(std::io::Error),
 }
 
+impl Rejected {
+    fn reason(&self) -> RejectReason {
+        match self {
+            Rejected::DetectTimeout(_) => RejectReason::DetectTimeout,
+            Rejected::NoMatch => RejectReason::Unrecognised,
+            Rejected::EarlyEof(_) => RejectReason::ClosedEarly,
+            Rejected::Read(_) => RejectReason::ReadError,
+        }
+    }
+}
+
 /// Reads until the detector decides. `filled` counts the prefix bytes in `buf`, which the
 /// caller replays; it stays valid if this future is dropped by the detect timeout.
 async fn read_prefix(
@@ -382,11 +420,34 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
         return;
     };
 
+    let metrics = &config.metrics;
+    let route = RouteLabel::from(protocol);
+    let active = metrics.active.get_or_create_owned(&RouteLabels { route });
+    active.inc();
     let mut relay = Relay::new(&client, &upstream, config.splice);
     let result = (&mut relay).await;
+    active.dec();
     let duration_ms = started.elapsed().as_millis() as u64;
     let bytes_to_backend = relay.to_backend() + prefix_len as u64;
     let bytes_to_client = relay.to_client();
+    for (direction, n) in [
+        (Direction::ToBackend, bytes_to_backend),
+        (Direction::ToClient, bytes_to_client),
+    ] {
+        metrics
+            .bytes
+            .get_or_create(&BytesLabels { route, direction })
+            .inc_by(n);
+    }
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    };
+    metrics
+        .closed
+        .get_or_create(&ClosedLabels { route, outcome })
+        .inc();
     match result {
         Ok(()) => info!(
             route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
@@ -424,8 +485,21 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
     .await
     .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
     let duration_ms = || started.elapsed().as_millis() as u64;
+    let metrics = &config.metrics;
+    if let Err(reason) = &detected {
+        let reason = reason.reason();
+        metrics
+            .rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
     let protocol = match detected {
-        Ok(found) => found,
+        Ok(found) => {
+            metrics
+                .detect_seconds
+                .observe(started.elapsed().as_secs_f64());
+            found
+        }
         // A client that connects and leaves without a byte is a port probe or a TCP health
         // check, not news; everything else rejected is worth a line.
         Err(reason @ Rejected::EarlyEof(0)) => {
@@ -437,9 +511,19 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
             return None;
         }
     };
+    let route = RouteLabel::from(protocol);
+    let span = tracing::Span::current();
+    span.record("route", protocol.as_str());
+    let closed = |outcome| {
+        metrics
+            .closed
+            .get_or_create(&ClosedLabels { route, outcome })
+            .inc()
+    };
     let backend = match config.route(protocol) {
         Route::Backend(addr) => addr,
         Route::Local(LocalServer(server)) => {
+            closed(Outcome::Local);
             let conn = PrefixedStream::new(prefix[..prefix_len].to_vec(), client);
             match server.send(conn).await {
                 Ok(()) => debug!(route = %protocol, "handed to the local server"),
@@ -448,32 +532,54 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
             return None;
         }
     };
+    span.record("backend", backend.as_str());
     debug!(route = %protocol, %backend, prefix_len, "detected");
 
+    let connecting = Instant::now();
     let connect = TcpStream::connect(backend.as_str());
+    let backend_error = |kind| {
+        let labels = BackendErrorLabels { route, kind };
+        metrics.backend_errors.get_or_create(&labels).inc();
+        closed(Outcome::BackendUnavailable);
+    };
     let mut upstream = match tokio::time::timeout(config.connect_timeout, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
+            backend_error(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => BackendErrorKind::Refused,
+                _ => BackendErrorKind::Other,
+            });
             warn!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
                   "closed: backend connect failed");
             return None;
         }
         Err(_) => {
+            backend_error(BackendErrorKind::Timeout);
             warn!(route = %protocol, %backend,
                   connect_timeout_ms = config.connect_timeout.as_millis() as u64,
                   "closed: backend connect timed out");
             return None;
         }
     };
+    metrics
+        .connect_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(connecting.elapsed().as_secs_f64());
+    if !span.is_disabled() {
+        if let Ok(local) = upstream.local_addr() {
+            span.record("local_port", local.port());
+        }
+    }
     // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
     // client socket inherited TCP_NODELAY from the listener.
     let _ = upstream.set_nodelay(true);
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
-    debug!(route = %protocol, %backend, local = ?upstream.local_addr().ok(), "connected");
+    debug!(route = %protocol, %backend, "connected");
 
     // Replay: the bytes detection consumed are the start of the client's stream.
     if let Err(e) = upstream.write_all(&prefix[..prefix_len]).await {
+        closed(Outcome::Error);
         let _ = client.set_zero_linger();
         let _ = upstream.set_zero_linger();
         info!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
@@ -549,6 +655,7 @@ mod size_tests {
                 drain_timeout: std::time::Duration::from_secs(1),
                 max_connections: 1,
                 splice: Default::default(),
+                metrics: Default::default(),
             };
             let handle = super::handle(s, &cfg);
             let size = std::mem::size_of_val(&handle);

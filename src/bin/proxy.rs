@@ -1,12 +1,13 @@
 //! `proxy`: one TCP port, ZeroMQ and gRPC routed to their own backends by their first bytes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit, LogArgs};
 use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig, Route};
 use zmq_grpc_proxy::relay::SpliceMode;
-use zmq_grpc_proxy::shutdown;
+use zmq_grpc_proxy::{metrics, shutdown};
 
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
 /// each connection's first bytes, and splices the connection to the matching backend.
@@ -37,6 +38,9 @@ struct Args {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Serve Prometheus metrics at /metrics, plus /healthz and /readyz, on this address.
+    #[arg(long, env = "PROXY_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Worker threads serving connections (0: one per CPU).
     #[arg(long, env = "PROXY_THREADS", default_value_t = 0)]
     threads: usize,
@@ -68,7 +72,13 @@ fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         max_connections: args.max_connections,
         splice: args.splice,
+        metrics: Default::default(),
     };
+    let metrics_listener = args.metrics_listen.as_ref().map(|addr| {
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
+            exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
+        })
+    });
     // One work-stealing runtime sized to the cores. (Thread-per-core, each thread accepting
     // on the shared socket, was measured too: better connection rate on some runs, but
     // connections pile up on whichever thread is awake, which doubled p99 latency; see
@@ -79,6 +89,16 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let shutdown = shutdown::signal_twice_exits();
+        if let Some(l) = metrics_listener {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            // Serves until the process exits, so /readyz can report the drain.
+            tokio::spawn(metrics::serve(
+                l,
+                Arc::clone(&config.metrics),
+                std::future::pending(),
+            ));
+        }
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         proxy::run(listener, config, shutdown).await
