@@ -14,7 +14,8 @@
 #
 # Environment (all optional):
 #   DEMO_SECONDS     how long the clients send (default 5)
-#   DEMO_PROXY_PORT  proxy port (default 7000); DEMO_ZMQ_PORT (7001), DEMO_GRPC_PORT (7002)
+#   DEMO_PROXY_PORT  proxy port (default 7000); DEMO_ZMQ_PORT (7001), DEMO_GRPC_PORT (7002),
+#                    DEMO_METRICS_PORT (7003, the proxy's /metrics in stage 1)
 #   BIN_DIR          use binaries from here instead of building with `cargo build --release`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ seconds=${DEMO_SECONDS:-5}
 proxy_port=${DEMO_PROXY_PORT:-7000}
 zmq_port=${DEMO_ZMQ_PORT:-7001}
 grpc_port=${DEMO_GRPC_PORT:-7002}
+metrics_port=${DEMO_METRICS_PORT:-7003}
 host=127.0.0.1
 
 if [[ -z "${BIN_DIR:-}" ]]; then
@@ -91,7 +93,8 @@ case $stage in
     start grpc_server --bind "$host:$grpc_port"
     wait_for_log zmq_pull listening
     wait_for_log grpc_server listening
-    start proxy --listen "$host:$public" --zmq-backend "$host:$zmq_port" --grpc-backend "$host:$grpc_port"
+    start proxy --listen "$host:$public" --zmq-backend "$host:$zmq_port" --grpc-backend "$host:$grpc_port" \
+      --metrics-listen "$host:$metrics_port"
     wait_for_log proxy listening
     servers=(proxy zmq_pull grpc_server) ;;
   2)
@@ -130,6 +133,13 @@ clients+=("grpc_client#1" "grpc_client#2")
 sleep "$seconds" # the demo's running time, not a readiness wait
 
 for c in "${clients[@]}"; do stop "$c"; done
+if ((stage == 1)); then
+  # The proxy's own per-route counters, read from /metrics before it stops.
+  exec 3<>"/dev/tcp/$host/$metrics_port"
+  printf 'GET /metrics HTTP/1.1\r\nHost: demo\r\n\r\n' >&3
+  cat <&3 >"$logs/metrics.txt"
+  exec 3<&-
+fi
 for s in "${servers[@]}"; do stop "$s"; done
 
 field() { # file key
@@ -153,8 +163,8 @@ case $stage in
   4) zmq_received=0; zmq_server=none ;;
 esac
 if ((stage == 1)); then
-  echo "proxy connections: $(grep -c 'closed route=zmq' "$logs/proxy.log" || true) ZMQ," \
-    "$(grep -c 'closed route=grpc' "$logs/proxy.log" || true) gRPC"
+  echo "proxy /metrics, per route:"
+  grep -E '^zgp_(connections_(closed_total|active)|bytes_total)\{' "$logs/metrics.txt" | sed 's/^/  /'
 fi
 if ((stage < 4)); then
   printf 'ZMQ:  %s sent, %s received by %s through port %s\n' "$zmq_sent" "$zmq_received" "$zmq_server" "$public"

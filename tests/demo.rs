@@ -41,12 +41,20 @@ fn run_demo(stage: u32) {
         .env("DEMO_PROXY_PORT", free_port().to_string())
         .env("DEMO_ZMQ_PORT", free_port().to_string())
         .env("DEMO_GRPC_PORT", free_port().to_string())
+        .env("DEMO_METRICS_PORT", free_port().to_string())
         .output()
         .expect("run scripts/demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("demo: OK"), "{stdout}");
+    if stage == 1 {
+        // The proxy's per-route counters, read from its /metrics at the end.
+        for route in ["zmq", "grpc"] {
+            let series = format!("zgp_connections_closed_total{{route=\"{route}\",outcome=\"ok\"}} 2");
+            assert!(stdout.contains(&series), "{series} in {stdout}");
+        }
+    }
     let paths: &[&str] = if stage < 4 {
         &["ZMQ:", "gRPC:"]
     } else {
