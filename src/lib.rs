@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod mux;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod shutdown;
 pub mod zmq_bridge;

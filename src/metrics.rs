@@ -25,6 +25,18 @@ use crate::detect::Protocol;
 pub enum RouteLabel {
     Zmq,
     Grpc,
+    /// Matched nothing; sent to the fallback backend.
+    Fallback,
+}
+
+impl std::fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RouteLabel::Zmq => "zmq",
+            RouteLabel::Grpc => "grpc",
+            RouteLabel::Fallback => "fallback",
+        })
+    }
 }
 
 impl From<Protocol> for RouteLabel {
@@ -84,7 +96,7 @@ macro_rules! label_values {
     };
 }
 
-label_values!(RouteLabel { RouteLabel::Zmq => "zmq", RouteLabel::Grpc => "grpc" });
+label_values!(RouteLabel { RouteLabel::Zmq => "zmq", RouteLabel::Grpc => "grpc", RouteLabel::Fallback => "fallback" });
 label_values!(RejectReason { RejectReason::MaxConnections => "max_connections", RejectReason::DetectTimeout => "detect_timeout", RejectReason::Unrecognised => "unrecognised", RejectReason::ClosedEarly => "closed_early", RejectReason::ReadError => "read_error" });
 label_values!(Outcome { Outcome::Ok => "ok", Outcome::Error => "error", Outcome::BackendUnavailable => "backend_unavailable", Outcome::Local => "local" });
 label_values!(Direction { Direction::ToBackend => "to_backend", Direction::ToClient => "to_client" });

@@ -173,6 +173,8 @@ pub async fn serve(
         max_connections: config.max_connections,
         splice: config.splice,
         metrics: Default::default(),
+        fallback: None,
+        proxy_protocol: Vec::new(),
     };
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let accept = async {

@@ -117,6 +117,11 @@ pub struct ProxyConfig {
     pub splice: SpliceMode,
     /// Counters and histograms, also served by [`crate::metrics::serve`] when enabled.
     pub metrics: Arc<Metrics>,
+    /// Where connections that match nothing (or say nothing within the detect timeout) go;
+    /// `None` closes them.
+    pub fallback: Option<Route>,
+    /// Routes whose backends get a PROXY protocol v2 header before the client's bytes.
+    pub proxy_protocol: Vec<RouteLabel>,
 }
 
 impl ProxyConfig {
@@ -412,7 +417,7 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
     let Some(Opened {
         client,
         upstream,
-        protocol,
+        route,
         backend,
         prefix_len,
     }) = Box::pin(open(client, config, started)).await
@@ -421,7 +426,6 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
     };
 
     let metrics = &config.metrics;
-    let route = RouteLabel::from(protocol);
     let active = metrics.active.get_or_create_owned(&RouteLabels { route });
     active.inc();
     let mut relay = Relay::new(&client, &upstream, config.splice);
@@ -450,7 +454,7 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
         .inc();
     match result {
         Ok(()) => info!(
-            route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
+            %route, %backend, bytes_to_backend, bytes_to_client, duration_ms,
             "closed"
         ),
         Err(e) => {
@@ -458,7 +462,7 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
             // disguised as an orderly FIN. Zero linger makes the close below send RST.
             let _ = client.set_zero_linger();
             let _ = upstream.set_zero_linger();
-            info!(route = %protocol, %backend, bytes_to_backend, bytes_to_client, duration_ms,
+            info!(%route, %backend, bytes_to_backend, bytes_to_client, duration_ms,
                   error = %e, "closed with error")
         }
     }
@@ -468,7 +472,7 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
 struct Opened<'c> {
     client: TcpStream,
     upstream: TcpStream,
-    protocol: Protocol,
+    route: RouteLabel,
     backend: &'c BackendAddr,
     prefix_len: usize,
 }
@@ -486,54 +490,55 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
     .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
     let duration_ms = || started.elapsed().as_millis() as u64;
     let metrics = &config.metrics;
-    if let Err(reason) = &detected {
-        let reason = reason.reason();
-        metrics
-            .rejected
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
-    }
-    let protocol = match detected {
-        Ok(found) => {
+    let (route, target) = match (detected, &config.fallback) {
+        (Ok(protocol), _) => {
             metrics
                 .detect_seconds
                 .observe(started.elapsed().as_secs_f64());
-            found
+            (RouteLabel::from(protocol), config.route(protocol))
         }
-        // A client that connects and leaves without a byte is a port probe or a TCP health
-        // check, not news; everything else rejected is worth a line.
-        Err(reason @ Rejected::EarlyEof(0)) => {
-            debug!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
-            return None;
+        (Err(Rejected::NoMatch | Rejected::DetectTimeout(_)), Some(fallback)) => {
+            (RouteLabel::Fallback, fallback)
         }
-        Err(reason) => {
-            info!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
+        (Err(reason), _) => {
+            metrics
+                .rejected
+                .get_or_create(&ReasonLabels {
+                    reason: reason.reason(),
+                })
+                .inc();
+            // A client that connects and leaves without a byte is a port probe or a TCP
+            // health check, not news; everything else rejected is worth a line.
+            if let Rejected::EarlyEof(0) = reason {
+                debug!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
+            } else {
+                info!(route = %"none", reason = %reason, duration_ms = duration_ms(), "closed");
+            }
             return None;
         }
     };
-    let route = RouteLabel::from(protocol);
     let span = tracing::Span::current();
-    span.record("route", protocol.as_str());
+    span.record("route", route.to_string());
     let closed = |outcome| {
         metrics
             .closed
             .get_or_create(&ClosedLabels { route, outcome })
             .inc()
     };
-    let backend = match config.route(protocol) {
+    let backend = match target {
         Route::Backend(addr) => addr,
         Route::Local(LocalServer(server)) => {
             closed(Outcome::Local);
             let conn = PrefixedStream::new(prefix[..prefix_len].to_vec(), client);
             match server.send(conn).await {
-                Ok(()) => debug!(route = %protocol, "handed to the local server"),
-                Err(_) => info!(route = %protocol, "closed: the local server has stopped"),
+                Ok(()) => debug!(%route, "handed to the local server"),
+                Err(_) => info!(%route, "closed: the local server has stopped"),
             }
             return None;
         }
     };
     span.record("backend", backend.as_str());
-    debug!(route = %protocol, %backend, prefix_len, "detected");
+    debug!(%route, %backend, prefix_len, "detected");
 
     let connecting = Instant::now();
     let connect = TcpStream::connect(backend.as_str());
@@ -549,13 +554,13 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
                 std::io::ErrorKind::ConnectionRefused => BackendErrorKind::Refused,
                 _ => BackendErrorKind::Other,
             });
-            warn!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
+            warn!(%route, %backend, error = %e, duration_ms = duration_ms(),
                   "closed: backend connect failed");
             return None;
         }
         Err(_) => {
             backend_error(BackendErrorKind::Timeout);
-            warn!(route = %protocol, %backend,
+            warn!(%route, %backend,
                   connect_timeout_ms = config.connect_timeout.as_millis() as u64,
                   "closed: backend connect timed out");
             return None;
@@ -575,21 +580,32 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
     let _ = upstream.set_nodelay(true);
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
-    debug!(route = %protocol, %backend, "connected");
+    debug!(%route, %backend, "connected");
 
-    // Replay: the bytes detection consumed are the start of the client's stream.
-    if let Err(e) = upstream.write_all(&prefix[..prefix_len]).await {
+    // Replay: the bytes detection consumed are the start of the client's stream, preceded
+    // by a PROXY header for backends that want to know who the client really is.
+    let mut opening = Vec::new();
+    let replay: &[u8] = if config.proxy_protocol.contains(&route) {
+        if let (Ok(peer), Ok(dialled)) = (client.peer_addr(), client.local_addr()) {
+            crate::proxy_protocol::write_header(&mut opening, peer, dialled);
+        }
+        opening.extend_from_slice(&prefix[..prefix_len]);
+        &opening
+    } else {
+        &prefix[..prefix_len]
+    };
+    if let Err(e) = upstream.write_all(replay).await {
         closed(Outcome::Error);
         let _ = client.set_zero_linger();
         let _ = upstream.set_zero_linger();
-        info!(route = %protocol, %backend, error = %e, duration_ms = duration_ms(),
+        info!(%route, %backend, error = %e, duration_ms = duration_ms(),
               "closed with error");
         return None;
     }
     Some(Opened {
         client,
         upstream,
-        protocol,
+        route,
         backend,
         prefix_len,
     })
@@ -656,6 +672,8 @@ mod size_tests {
                 max_connections: 1,
                 splice: Default::default(),
                 metrics: Default::default(),
+                fallback: None,
+                proxy_protocol: Vec::new(),
             };
             let handle = super::handle(s, &cfg);
             let size = std::mem::size_of_val(&handle);

@@ -51,7 +51,8 @@ fn run_demo(stage: u32) {
     if stage == 1 {
         // The proxy's per-route counters, read from its /metrics at the end.
         for route in ["zmq", "grpc"] {
-            let series = format!("zgp_connections_closed_total{{route=\"{route}\",outcome=\"ok\"}} 2");
+            let series =
+                format!("zgp_connections_closed_total{{route=\"{route}\",outcome=\"ok\"}} 2");
             assert!(stdout.contains(&series), "{series} in {stdout}");
         }
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit, LogArgs};
+use zmq_grpc_proxy::metrics::RouteLabel;
 use zmq_grpc_proxy::proxy::{self, BackendAddr, ProxyConfig, Route};
 use zmq_grpc_proxy::relay::SpliceMode;
 use zmq_grpc_proxy::{metrics, shutdown};
@@ -38,6 +39,18 @@ struct Args {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Backend for connections that match neither protocol or stay silent past the detect
+    /// timeout (default: close them).
+    #[arg(long, env = "PROXY_FALLBACK_BACKEND")]
+    fallback_backend: Option<BackendAddr>,
+    /// Routes whose backends receive a PROXY protocol v2 header first, comma-separated
+    /// (zmq, grpc, fallback).
+    #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',', value_parser = parse_route)]
+    proxy_protocol: Vec<RouteLabel>,
+    /// Bind with SO_REUSEPORT, so several proxy processes can share the listen port and the
+    /// kernel spreads connections between them.
+    #[arg(long, env = "PROXY_REUSE_PORT")]
+    reuse_port: bool,
     /// Serve Prometheus metrics at /metrics, plus /healthz and /readyz, on this address.
     #[arg(long, env = "PROXY_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -52,11 +65,41 @@ struct Args {
     log: LogArgs,
 }
 
+fn parse_route(s: &str) -> Result<RouteLabel, String> {
+    match s {
+        "zmq" => Ok(RouteLabel::Zmq),
+        "grpc" => Ok(RouteLabel::Grpc),
+        "fallback" => Ok(RouteLabel::Fallback),
+        other => Err(format!("`{other}` is not a route (zmq, grpc, fallback)")),
+    }
+}
+
+fn bind(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    if !reuse_port {
+        return std::net::TcpListener::bind(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("address resolves to nothing"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
     raise_fd_limit();
-    let listener = match std::net::TcpListener::bind(&args.listen) {
+    let listener = match bind(&args.listen, args.reuse_port) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     };
@@ -73,6 +116,8 @@ fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         splice: args.splice,
         metrics: Default::default(),
+        fallback: args.fallback_backend.map(Route::Backend),
+        proxy_protocol: args.proxy_protocol,
     };
     let metrics_listener = args.metrics_listen.as_ref().map(|addr| {
         std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
