@@ -7,6 +7,7 @@
 //! exchanging the same protobuf [`pb::Message`].
 
 pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod grpc_client;
 pub mod grpc_server;

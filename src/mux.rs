@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::proxy::{self, BackendAddr, LocalServer, ProxyConfig, Route};
+use crate::proxy::{self, BackendAddr, LocalServer, ProxyConfig, Route, RouteTable, Routes};
 use crate::relay::SpliceMode;
 
 /// A connection whose first bytes were already read (by detection), replayed to its reader
@@ -165,16 +165,18 @@ pub async fn serve(
     // Bounded: if tonic stops taking connections, detection tasks wait rather than pile up.
     let (to_grpc, incoming) = tokio::sync::mpsc::channel::<PrefixedStream>(128);
     let proxy_config = ProxyConfig {
-        zmq: Route::Backend(config.zmq_backend),
-        grpc: Route::Local(LocalServer(to_grpc)),
+        routes: std::sync::Arc::new(RouteTable::new(Routes {
+            zmq: Route::Backend(config.zmq_backend),
+            grpc: Route::Local(LocalServer(to_grpc)),
+            fallback: None,
+            proxy_protocol: Vec::new(),
+        })),
         detect_timeout: config.detect_timeout,
         connect_timeout: config.connect_timeout,
         drain_timeout: config.drain_timeout,
         max_connections: config.max_connections,
         splice: config.splice,
         metrics: Default::default(),
-        fallback: None,
-        proxy_protocol: Vec::new(),
     };
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let accept = async {

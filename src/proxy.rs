@@ -98,13 +98,63 @@ impl std::fmt::Display for Route {
 #[derive(Debug, Clone)]
 pub struct LocalServer(pub tokio::sync::mpsc::Sender<PrefixedStream>);
 
-/// Everything the proxy needs to know, validated before it starts.
+/// Where each kind of connection goes. Replaced as a whole on reload (see [`RouteTable`]).
 #[derive(Debug, Clone)]
-pub struct ProxyConfig {
+pub struct Routes {
     /// Where connections starting with a ZMTP signature go.
     pub zmq: Route,
     /// Where connections starting with the HTTP/2 preface go.
     pub grpc: Route,
+    /// Where connections that match nothing (or say nothing within the detect timeout) go;
+    /// `None` closes them.
+    pub fallback: Option<Route>,
+    /// Routes whose backends get a PROXY protocol v2 header before the client's bytes.
+    pub proxy_protocol: Vec<RouteLabel>,
+}
+
+impl Routes {
+    /// Both protocols to TCP backends, no fallback, no PROXY headers.
+    pub fn to_backends(zmq: BackendAddr, grpc: BackendAddr) -> Self {
+        Routes {
+            zmq: Route::Backend(zmq),
+            grpc: Route::Backend(grpc),
+            fallback: None,
+            proxy_protocol: Vec::new(),
+        }
+    }
+
+    fn route(&self, protocol: Protocol) -> &Route {
+        match protocol {
+            Protocol::Zmtp => &self.zmq,
+            Protocol::Http2 => &self.grpc,
+        }
+    }
+}
+
+/// The routes in force. Each connection takes a snapshot when it is accepted, so a reload
+/// swaps the routes for new connections atomically while open ones finish on the old.
+#[derive(Debug)]
+pub struct RouteTable(std::sync::RwLock<Arc<Routes>>);
+
+impl RouteTable {
+    pub fn new(routes: Routes) -> Self {
+        RouteTable(std::sync::RwLock::new(Arc::new(routes)))
+    }
+
+    pub fn current(&self) -> Arc<Routes> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn replace(&self, routes: Routes) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+}
+
+/// Everything the proxy needs to know, validated before it starts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where connections go; shared with whoever reloads it.
+    pub routes: Arc<RouteTable>,
     /// How long a client has to send enough bytes for a decision.
     pub detect_timeout: Duration,
     /// How long connecting to a backend may take.
@@ -117,20 +167,6 @@ pub struct ProxyConfig {
     pub splice: SpliceMode,
     /// Counters and histograms, also served by [`crate::metrics::serve`] when enabled.
     pub metrics: Arc<Metrics>,
-    /// Where connections that match nothing (or say nothing within the detect timeout) go;
-    /// `None` closes them.
-    pub fallback: Option<Route>,
-    /// Routes whose backends get a PROXY protocol v2 header before the client's bytes.
-    pub proxy_protocol: Vec<RouteLabel>,
-}
-
-impl ProxyConfig {
-    fn route(&self, protocol: Protocol) -> &Route {
-        match protocol {
-            Protocol::Zmtp => &self.zmq,
-            Protocol::Http2 => &self.grpc,
-        }
-    }
 }
 
 /// Bytes buffered while detecting: room for the longest signature and a little more. It
@@ -185,8 +221,9 @@ impl Shared {
 
     fn announce(&self, listener: &TcpListener) -> std::io::Result<()> {
         let c = &self.config;
-        info!(addr = %listener.local_addr()?, zmq_backend = %c.zmq,
-              grpc_backend = %c.grpc, max_connections = c.max_connections,
+        let routes = c.routes.current();
+        info!(addr = %listener.local_addr()?, zmq_backend = %routes.zmq,
+              grpc_backend = %routes.grpc, max_connections = c.max_connections,
               "listening");
         Ok(())
     }
@@ -411,6 +448,7 @@ fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
 /// One connection, start to finish: set up (detect, connect, replay), relay, log.
 async fn handle(client: TcpStream, config: &ProxyConfig) {
     let started = Instant::now();
+    let routes = config.routes.current();
     // The set-up phase is boxed: its futures (timers, address lookup, the prefix buffer)
     // are several times the size of the relay's, and only the relay phase lasts, so every
     // open connection's task stays small for the price of one short-lived allocation.
@@ -420,7 +458,7 @@ async fn handle(client: TcpStream, config: &ProxyConfig) {
         route,
         backend,
         prefix_len,
-    }) = Box::pin(open(client, config, started)).await
+    }) = Box::pin(open(client, config, &routes, started)).await
     else {
         return;
     };
@@ -479,7 +517,12 @@ struct Opened<'c> {
 
 /// Detects the protocol, connects to its backend and replays the prefix. Every way this
 /// can fail is logged here, once; `None` means the client has been dealt with.
-async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> Option<Opened<'_>> {
+async fn open<'r>(
+    mut client: TcpStream,
+    config: &ProxyConfig,
+    routes: &'r Routes,
+    started: Instant,
+) -> Option<Opened<'r>> {
     let mut prefix = [0u8; PREFIX_BUF_LEN];
     let mut prefix_len = 0;
     let detected = tokio::time::timeout(
@@ -490,12 +533,12 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
     .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
     let duration_ms = || started.elapsed().as_millis() as u64;
     let metrics = &config.metrics;
-    let (route, target) = match (detected, &config.fallback) {
+    let (route, target) = match (detected, &routes.fallback) {
         (Ok(protocol), _) => {
             metrics
                 .detect_seconds
                 .observe(started.elapsed().as_secs_f64());
-            (RouteLabel::from(protocol), config.route(protocol))
+            (RouteLabel::from(protocol), routes.route(protocol))
         }
         (Err(Rejected::NoMatch | Rejected::DetectTimeout(_)), Some(fallback)) => {
             (RouteLabel::Fallback, fallback)
@@ -585,7 +628,7 @@ async fn open(mut client: TcpStream, config: &ProxyConfig, started: Instant) -> 
     // Replay: the bytes detection consumed are the start of the client's stream, preceded
     // by a PROXY header for backends that want to know who the client really is.
     let mut opening = Vec::new();
-    let replay: &[u8] = if config.proxy_protocol.contains(&route) {
+    let replay: &[u8] = if routes.proxy_protocol.contains(&route) {
         if let (Ok(peer), Ok(dialled)) = (client.peer_addr(), client.local_addr()) {
             crate::proxy_protocol::write_header(&mut opening, peer, dialled);
         }
@@ -664,16 +707,16 @@ mod size_tests {
             );
             drop(relay);
             let cfg = super::ProxyConfig {
-                zmq: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
-                grpc: super::Route::Backend("127.0.0.1:1".parse().unwrap()),
+                routes: std::sync::Arc::new(super::RouteTable::new(super::Routes::to_backends(
+                    "127.0.0.1:1".parse().unwrap(),
+                    "127.0.0.1:1".parse().unwrap(),
+                ))),
                 detect_timeout: std::time::Duration::from_secs(1),
                 connect_timeout: std::time::Duration::from_secs(1),
                 drain_timeout: std::time::Duration::from_secs(1),
                 max_connections: 1,
                 splice: Default::default(),
                 metrics: Default::default(),
-                fallback: None,
-                proxy_protocol: Vec::new(),
             };
             let handle = super::handle(s, &cfg);
             let size = std::mem::size_of_val(&handle);

@@ -150,7 +150,7 @@ impl Proc {
         }
     }
 
-    /// Sends a signal by name: "INT", "TERM", "KILL", "STOP", "CONT".
+    /// Sends a signal by name: "INT", "TERM", "HUP", "KILL", "STOP", "CONT".
     pub fn signal(&self, sig: &str) {
         let number = match sig {
             "INT" => libc::SIGINT,
@@ -158,6 +158,7 @@ impl Proc {
             "KILL" => libc::SIGKILL,
             "STOP" => libc::SIGSTOP,
             "CONT" => libc::SIGCONT,
+            "HUP" => libc::SIGHUP,
             other => panic!("unknown signal {other}"),
         };
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
