@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::cli::{LogArgs, LogFormat};
 use crate::metrics::RouteLabel;
-use crate::proxy::{BackendAddr, Route, Routes};
+use crate::proxy::{BackendAddr, Route, Routes, TlsRoutes, TlsRule};
 use crate::relay::SpliceMode;
 
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
@@ -52,8 +52,15 @@ pub struct ProxyArgs {
     /// timeout (default: close them).
     #[arg(long, env = "PROXY_FALLBACK_BACKEND")]
     pub fallback_backend: Option<BackendAddr>,
+    /// Backend for TLS connections that no `[[tls_route]]` rule of the config file matches
+    /// (SNI / ALPN rules live in the file). Without either, TLS counts as unrecognised.
+    #[arg(long, env = "PROXY_TLS_BACKEND")]
+    pub tls_backend: Option<BackendAddr>,
+    /// TLS rules from the config file (`[[tls_route]]`: `sni`, `alpn`, `backend`).
+    #[arg(skip)]
+    pub tls_routes: Vec<TlsRule>,
     /// Routes whose backends receive a PROXY protocol v2 header first, comma-separated
-    /// (zmq, grpc, fallback).
+    /// (zmq, grpc, tls, fallback).
     #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',', value_parser = parse_route)]
     pub proxy_protocol: Vec<RouteLabel>,
     /// Bind with SO_REUSEPORT, so several proxy processes can share the listen port and the
@@ -82,8 +89,11 @@ pub fn parse_route(s: &str) -> Result<RouteLabel, String> {
     match s {
         "zmq" => Ok(RouteLabel::Zmq),
         "grpc" => Ok(RouteLabel::Grpc),
+        "tls" => Ok(RouteLabel::Tls),
         "fallback" => Ok(RouteLabel::Fallback),
-        other => Err(format!("`{other}` is not a route (zmq, grpc, fallback)")),
+        other => Err(format!(
+            "`{other}` is not a route (zmq, grpc, tls, fallback)"
+        )),
     }
 }
 
@@ -95,6 +105,8 @@ struct FileConfig {
     zmq_backend: Option<String>,
     grpc_backend: Option<String>,
     fallback_backend: Option<String>,
+    tls_backend: Option<String>,
+    tls_route: Option<Vec<FileTlsRule>>,
     detect_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
@@ -105,6 +117,14 @@ struct FileConfig {
     threads: Option<usize>,
     splice: Option<String>,
     log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTlsRule {
+    sni: Option<String>,
+    alpn: Option<String>,
+    backend: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +215,19 @@ pub fn resolve(matches: &ArgMatches) -> Result<ProxyArgs, ConfigError> {
     from_file!(zmq_backend, |v| addr("zmq_backend", v));
     from_file!(grpc_backend, |v| addr("grpc_backend", v));
     from_file!(fallback_backend, |v| addr("fallback_backend", v).map(Some));
+    from_file!(tls_backend, |v| addr("tls_backend", v).map(Some));
+    if let Some(rules) = file.tls_route {
+        args.tls_routes = rules
+            .into_iter()
+            .map(|r| {
+                Ok(TlsRule {
+                    sni: r.sni,
+                    alpn: r.alpn,
+                    backend: Route::Backend(addr("tls_route.backend", r.backend)?),
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+    }
     from_file!(detect_timeout_ms, |v| positive("detect_timeout_ms", v));
     from_file!(connect_timeout_ms, |v| positive("connect_timeout_ms", v));
     from_file!(drain_timeout_ms, Ok::<_, ConfigError>);
@@ -229,6 +262,10 @@ impl ProxyArgs {
             grpc: Route::Backend(self.grpc_backend.clone()),
             fallback: self.fallback_backend.clone().map(Route::Backend),
             proxy_protocol: self.proxy_protocol.clone(),
+            tls: (self.tls_backend.is_some() || !self.tls_routes.is_empty()).then(|| TlsRoutes {
+                rules: self.tls_routes.clone(),
+                default: self.tls_backend.clone().map(Route::Backend),
+            }),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod shutdown;
+pub mod tls;
 pub mod zmq_bridge;
 pub mod zmq_pull;
 pub mod zmq_push;

@@ -25,6 +25,8 @@ use crate::detect::Protocol;
 pub enum RouteLabel {
     Zmq,
     Grpc,
+    /// TLS, routed by SNI / ALPN.
+    Tls,
     /// Matched nothing; sent to the fallback backend.
     Fallback,
 }
@@ -34,6 +36,7 @@ impl std::fmt::Display for RouteLabel {
         f.write_str(match self {
             RouteLabel::Zmq => "zmq",
             RouteLabel::Grpc => "grpc",
+            RouteLabel::Tls => "tls",
             RouteLabel::Fallback => "fallback",
         })
     }
@@ -96,7 +99,7 @@ macro_rules! label_values {
     };
 }
 
-label_values!(RouteLabel { RouteLabel::Zmq => "zmq", RouteLabel::Grpc => "grpc", RouteLabel::Fallback => "fallback" });
+label_values!(RouteLabel { RouteLabel::Zmq => "zmq", RouteLabel::Grpc => "grpc", RouteLabel::Tls => "tls", RouteLabel::Fallback => "fallback" });
 label_values!(RejectReason { RejectReason::MaxConnections => "max_connections", RejectReason::DetectTimeout => "detect_timeout", RejectReason::Unrecognised => "unrecognised", RejectReason::ClosedEarly => "closed_early", RejectReason::ReadError => "read_error" });
 label_values!(Outcome { Outcome::Ok => "ok", Outcome::Error => "error", Outcome::BackendUnavailable => "backend_unavailable", Outcome::Local => "local" });
 label_values!(Direction { Direction::ToBackend => "to_backend", Direction::ToClient => "to_client" });

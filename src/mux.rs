@@ -170,6 +170,7 @@ pub async fn serve(
             grpc: Route::Local(LocalServer(to_grpc)),
             fallback: None,
             proxy_protocol: Vec::new(),
+            tls: None,
         })),
         detect_timeout: config.detect_timeout,
         connect_timeout: config.connect_timeout,

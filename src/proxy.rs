@@ -33,6 +33,7 @@ use crate::metrics::{
 };
 use crate::mux::PrefixedStream;
 use crate::relay::{Relay, SpliceMode};
+use crate::tls::{self, ClientHello, Hello};
 
 /// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
 /// Names are resolved at each connect, so a backend that moves is followed.
@@ -110,6 +111,48 @@ pub struct Routes {
     pub fallback: Option<Route>,
     /// Routes whose backends get a PROXY protocol v2 header before the client's bytes.
     pub proxy_protocol: Vec<RouteLabel>,
+    /// TLS connections, by SNI and ALPN; `None` treats TLS like any unrecognised protocol.
+    pub tls: Option<TlsRoutes>,
+}
+
+/// One TLS rule: every condition given must hold. `sni` is a host name, or `*.domain` for
+/// any name under it; `alpn` must be among the protocols the client offers (e.g. `h2` for
+/// gRPC over TLS).
+#[derive(Debug, Clone)]
+pub struct TlsRule {
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    pub backend: Route,
+}
+
+/// TLS rules, tried in order, and the backend for a ClientHello no rule matches.
+#[derive(Debug, Clone, Default)]
+pub struct TlsRoutes {
+    pub rules: Vec<TlsRule>,
+    pub default: Option<Route>,
+}
+
+impl TlsRoutes {
+    fn pick(&self, hello: &ClientHello) -> Option<&Route> {
+        let sni_ok = |pattern: &str| {
+            let sni = hello.sni.as_deref().unwrap_or("");
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(domain) => sni
+                    .strip_suffix(domain)
+                    .is_some_and(|h| h.ends_with('.') && h.len() > 1),
+                None => sni == pattern,
+            }
+        };
+        self.rules
+            .iter()
+            .find(|r| {
+                r.sni.as_deref().is_none_or(sni_ok)
+                    && r.alpn.as_ref().is_none_or(|a| hello.alpn.contains(a))
+            })
+            .map(|r| &r.backend)
+            .or(self.default.as_ref())
+    }
 }
 
 impl Routes {
@@ -120,6 +163,7 @@ impl Routes {
             grpc: Route::Backend(grpc),
             fallback: None,
             proxy_protocol: Vec::new(),
+            tls: None,
         }
     }
 
@@ -391,6 +435,38 @@ enum Rejected {
     Read(std::io::Error),
 }
 
+/// What detection found: one of the two protocols, or a TLS ClientHello to route by.
+enum Detected {
+    Protocol(Protocol),
+    Tls(ClientHello),
+}
+
+/// Reads until `buf` (starting with `initial`) holds a whole ClientHello record.
+async fn read_client_hello(
+    client: &mut TcpStream,
+    initial: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<ClientHello, Rejected> {
+    buf.extend_from_slice(initial);
+    loop {
+        match tls::parse(buf) {
+            Hello::Parsed(hello) => return Ok(hello),
+            Hello::NotTls => return Err(Rejected::NoMatch),
+            Hello::NeedMore => {}
+        }
+        let mut chunk = [0u8; 2048];
+        let want = (tls::MAX_RECORD - buf.len()).min(chunk.len());
+        let n = client
+            .read(&mut chunk[..want])
+            .await
+            .map_err(Rejected::Read)?;
+        if n == 0 {
+            return Err(Rejected::EarlyEof(buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 impl Rejected {
     fn reason(&self) -> RejectReason {
         match self {
@@ -533,12 +609,52 @@ async fn open<'r>(
     .unwrap_or(Err(Rejected::DetectTimeout(prefix_len)));
     let duration_ms = || started.elapsed().as_millis() as u64;
     let metrics = &config.metrics;
+    // TLS needs its whole ClientHello (SNI and ALPN sit near its end), so it is read on
+    // into a buffer of its own, within what is left of the detect timeout.
+    let mut hello_bytes = Vec::new();
+    let detected = match detected {
+        Err(Rejected::NoMatch)
+            if routes.tls.is_some() && tls::starts_like_tls(&prefix[..prefix_len]) =>
+        {
+            let deadline = tokio::time::Instant::from_std(started) + config.detect_timeout;
+            let read = read_client_hello(&mut client, &prefix[..prefix_len], &mut hello_bytes);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(hello)) => Ok(Detected::Tls(hello)),
+                Ok(Err(rejected)) => Err(rejected),
+                Err(_) => Err(Rejected::DetectTimeout(hello_bytes.len())),
+            }
+        }
+        other => other.map(Detected::Protocol),
+    };
     let (route, target) = match (detected, &routes.fallback) {
-        (Ok(protocol), _) => {
+        (Ok(Detected::Protocol(protocol)), _) => {
             metrics
                 .detect_seconds
                 .observe(started.elapsed().as_secs_f64());
             (RouteLabel::from(protocol), routes.route(protocol))
+        }
+        (Ok(Detected::Tls(hello)), fallback) => {
+            metrics
+                .detect_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let tls_routes = routes
+                .tls
+                .as_ref()
+                .expect("TLS is only detected when routed");
+            match (tls_routes.pick(&hello), fallback) {
+                (Some(route), _) => (RouteLabel::Tls, route),
+                (None, Some(fallback)) => (RouteLabel::Fallback, fallback),
+                (None, None) => {
+                    let reason = RejectReason::Unrecognised;
+                    metrics
+                        .rejected
+                        .get_or_create(&ReasonLabels { reason })
+                        .inc();
+                    info!(route = %"none", sni = ?hello.sni, alpn = ?hello.alpn,
+                          duration_ms = duration_ms(), "closed: no TLS route matches");
+                    return None;
+                }
+            }
         }
         (Err(Rejected::NoMatch | Rejected::DetectTimeout(_)), Some(fallback)) => {
             (RouteLabel::Fallback, fallback)
@@ -627,15 +743,21 @@ async fn open<'r>(
 
     // Replay: the bytes detection consumed are the start of the client's stream, preceded
     // by a PROXY header for backends that want to know who the client really is.
+    let read: &[u8] = if hello_bytes.is_empty() {
+        &prefix[..prefix_len]
+    } else {
+        &hello_bytes
+    };
+    let prefix_len = read.len();
     let mut opening = Vec::new();
     let replay: &[u8] = if routes.proxy_protocol.contains(&route) {
         if let (Ok(peer), Ok(dialled)) = (client.peer_addr(), client.local_addr()) {
             crate::proxy_protocol::write_header(&mut opening, peer, dialled);
         }
-        opening.extend_from_slice(&prefix[..prefix_len]);
+        opening.extend_from_slice(read);
         &opening
     } else {
-        &prefix[..prefix_len]
+        read
     };
     if let Err(e) = upstream.write_all(replay).await {
         closed(Outcome::Error);
