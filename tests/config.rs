@@ -89,7 +89,7 @@ fn an_invalid_file_at_start_exits_2_and_says_why() {
         ("bad-toml", "zmq_backend = \n", "zmq_backend"),
         (
             "bad-route",
-            "proxy_protocol = [\"tls\"]\n",
+            "proxy_protocol = [\"ssh\"]\n",
             "proxy_protocol",
         ),
     ] {
