@@ -574,7 +574,7 @@ fn zmq_end_to_end(bind: SocketAddr, via: SocketAddr) -> f64 {
     let mut pull = Proc::spawn_env(
         "zmq_pull",
         &["--bind", &format!("tcp://{bind}"), "--count", N],
-        &[("RUST_LOG", "warn,zmq_grpc_proxy::zmq_pull=off")],
+        &[("RUST_LOG", "warn,zmq_grpc_proxy::peers::zmq_pull=off")],
     );
     wait_for_port(bind);
     let mut push = Proc::spawn_env(

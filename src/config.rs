@@ -7,6 +7,9 @@
 //! flags, and only if all of it is valid are the new [`Routes`] swapped in.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 #[allow(unused_imports)]
@@ -15,9 +18,9 @@ use clap::{ArgMatches, FromArgMatches, Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::cli::{LogArgs, LogFormat};
-use crate::metrics::RouteLabel;
-use crate::proxy::{BackendAddr, Route, Routes, TlsRoutes, TlsRule};
-use crate::relay::SpliceMode;
+use crate::proxy::relay::SpliceMode;
+use crate::proxy::{BackendAddr, Limits, ProxyConfig, RouteName, RouteTable, Routes, Target};
+use crate::proxy::{TlsRoutes, TlsRule};
 
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
 /// each connection's first bytes, and splices the connection to the matching backend.
@@ -34,19 +37,19 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_GRPC_BACKEND", default_value = "127.0.0.1:7002")]
     pub grpc_backend: BackendAddr,
     /// Milliseconds a client has to send enough bytes to be recognised; then it is closed.
-    #[arg(long, env = "PROXY_DETECT_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(long, env = "PROXY_DETECT_TIMEOUT_MS", default_value_t = Limits::DEFAULT_DETECT_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub detect_timeout_ms: u64,
     /// Milliseconds allowed for connecting to a backend; then the client is closed.
-    #[arg(long, env = "PROXY_CONNECT_TIMEOUT_MS", default_value_t = 3000,
+    #[arg(long, env = "PROXY_CONNECT_TIMEOUT_MS", default_value_t = Limits::DEFAULT_CONNECT_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
     /// On SIGINT/SIGTERM, milliseconds open connections get to finish before the proxy exits.
-    #[arg(long, env = "PROXY_DRAIN_TIMEOUT_MS", default_value_t = 10000)]
+    #[arg(long, env = "PROXY_DRAIN_TIMEOUT_MS", default_value_t = Limits::DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
     /// Connections served at once; above it new connections are closed at accept.
-    #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = 50_000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..=Limits::MAX_MAX_CONNECTIONS as i64))]
     pub max_connections: u32,
     /// Backend for connections that match neither protocol or stay silent past the detect
     /// timeout (default: close them).
@@ -61,8 +64,9 @@ pub struct ProxyArgs {
     pub tls_routes: Vec<TlsRule>,
     /// Routes whose backends receive a PROXY protocol v2 header first, comma-separated
     /// (zmq, grpc, tls, fallback).
-    #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',', value_parser = parse_route)]
-    pub proxy_protocol: Vec<RouteLabel>,
+    #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',',
+          value_parser = RouteName::from_str)]
+    pub proxy_protocol: Vec<RouteName>,
     /// Bind with SO_REUSEPORT, so several proxy processes can share the listen port and the
     /// kernel spreads connections between them.
     #[arg(long, env = "PROXY_REUSE_PORT")]
@@ -75,7 +79,8 @@ pub struct ProxyArgs {
     pub threads: usize,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
     /// on splices everything, off always copies through user space.
-    #[arg(long, env = "PROXY_SPLICE", value_enum, default_value_t = SpliceMode::Auto)]
+    #[arg(long, env = "PROXY_SPLICE", default_value_t = SpliceMode::Auto,
+          value_parser = SpliceMode::from_str)]
     pub splice: SpliceMode,
     /// TOML file holding any of these settings (same names, snake_case); flags and
     /// environment variables override it. SIGHUP re-reads it and swaps the routes.
@@ -83,18 +88,6 @@ pub struct ProxyArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
-}
-
-pub fn parse_route(s: &str) -> Result<RouteLabel, String> {
-    match s {
-        "zmq" => Ok(RouteLabel::Zmq),
-        "grpc" => Ok(RouteLabel::Grpc),
-        "tls" => Ok(RouteLabel::Tls),
-        "fallback" => Ok(RouteLabel::Fallback),
-        other => Err(format!(
-            "`{other}` is not a route (zmq, grpc, tls, fallback)"
-        )),
-    }
 }
 
 /// The file: every setting optional, unknown keys rejected (a typo must not pass silently).
@@ -223,7 +216,7 @@ pub fn resolve(matches: &ArgMatches) -> Result<ProxyArgs, ConfigError> {
                 Ok(TlsRule {
                     sni: r.sni,
                     alpn: r.alpn,
-                    backend: Route::Backend(addr("tls_route.backend", r.backend)?),
+                    backend: Target::Backend(addr("tls_route.backend", r.backend)?),
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -238,17 +231,18 @@ pub fn resolve(matches: &ArgMatches) -> Result<ProxyArgs, ConfigError> {
     .map(|v| v as u32));
     from_file!(proxy_protocol, |v: Vec<String>| v
         .iter()
-        .map(|r| parse_route(r).map_err(|m| invalid("proxy_protocol", m)))
+        .map(|r| r.parse().map_err(|m| invalid("proxy_protocol", m)))
         .collect::<Result<Vec<_>, _>>());
     from_file!(reuse_port, Ok::<_, ConfigError>);
     from_file!(metrics_listen, |v| Ok::<_, ConfigError>(Some(v)));
     from_file!(threads, Ok::<_, ConfigError>);
-    from_file!(splice, |v: String| SpliceMode::from_str(&v, true)
+    from_file!(splice, |v: String| v
+        .parse()
         .map_err(|m| invalid("splice", m)));
     if !given("log_format") {
         if let Some(v) = file.log_format {
-            args.log.log_format =
-                LogFormat::from_str(&v, true).map_err(|m| invalid("log_format", m))?;
+            args.log.log_format = <LogFormat as ValueEnum>::from_str(&v, true)
+                .map_err(|m| invalid("log_format", m))?;
         }
     }
     Ok(args)
@@ -258,14 +252,34 @@ impl ProxyArgs {
     /// The routes these settings describe.
     pub fn routes(&self) -> Routes {
         Routes {
-            zmq: Route::Backend(self.zmq_backend.clone()),
-            grpc: Route::Backend(self.grpc_backend.clone()),
-            fallback: self.fallback_backend.clone().map(Route::Backend),
+            zmq: Target::Backend(self.zmq_backend.clone()),
+            grpc: Target::Backend(self.grpc_backend.clone()),
+            fallback: self.fallback_backend.clone().map(Target::Backend),
             proxy_protocol: self.proxy_protocol.clone(),
             tls: (self.tls_backend.is_some() || !self.tls_routes.is_empty()).then(|| TlsRoutes {
                 rules: self.tls_routes.clone(),
-                default: self.tls_backend.clone().map(Route::Backend),
+                default: self.tls_backend.clone().map(Target::Backend),
             }),
+        }
+    }
+
+    /// The proxy's timeouts and limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            detect_timeout: Duration::from_millis(self.detect_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            max_connections: self.max_connections,
+            splice: self.splice,
+        }
+    }
+
+    /// What [`crate::proxy::run`] takes.
+    pub fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            routes: Arc::new(RouteTable::new(self.routes())),
+            limits: self.limits(),
+            metrics: Arc::default(),
         }
     }
 
@@ -297,10 +311,53 @@ impl ProxyArgs {
     }
 }
 
-/// Re-reads the `--config` file under the same command line. Nothing is applied unless the
-/// whole file is valid.
-pub fn reload(matches: &ArgMatches) -> Result<ProxyArgs, ConfigError> {
-    resolve(matches)
+/// Re-reads the `--config` file under the same command line and swaps in its routes; only
+/// a wholly valid file is applied. The binary calls [`Reloader::reload`] on SIGHUP.
+pub struct Reloader {
+    matches: ArgMatches,
+    running: ProxyArgs,
+    routes: Arc<RouteTable>,
+}
+
+impl Reloader {
+    pub fn new(matches: ArgMatches, running: ProxyArgs, routes: Arc<RouteTable>) -> Self {
+        Reloader {
+            matches,
+            running,
+            routes,
+        }
+    }
+
+    /// One reload: the new routes are in force before "reloaded" is logged.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let new = match resolve(&self.matches) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; keeping the current configuration");
+                return Err(e);
+            }
+        };
+        self.routes.replace(new.routes());
+        tracing::info!(zmq_backend = %new.zmq_backend, grpc_backend = %new.grpc_backend,
+                       fallback_backend = new.fallback_backend.as_ref().map_or(String::new(), |b| b.to_string()),
+                       "reloaded: new connections use the new routes");
+        for change in self.running.needs_restart(&new) {
+            tracing::warn!(%change, "not applied until restart");
+        }
+        Ok(())
+    }
+
+    /// Reloads on every SIGHUP. The handler is installed by this call, before the proxy
+    /// serves: an early SIGHUP must not meet the default action (terminate).
+    pub fn on_sighup(self) -> std::io::Result<impl std::future::Future<Output = ()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        Ok(async move {
+            while hangups.recv().await.is_some() {
+                let _ = self.reload();
+            }
+        })
+    }
 }
 
 /// The clap command for the proxy, for callers that need the raw matches.

@@ -1,27 +1,30 @@
 //! zmq-grpc-proxy: one TCP port for ZeroMQ and gRPC.
 //!
-//! The [`proxy`] reads the first bytes of each connection, lets the pure [`detect`]or tell a
-//! ZMTP signature from the HTTP/2 client preface, connects to the matching backend, replays
-//! the bytes it read and splices both directions. The other modules are the demo peers that
-//! exercise it: [`zmq_push`] / [`zmq_pull`] and [`grpc_client`] / [`grpc_server`], all
-//! exchanging the same protobuf [`pb::Message`].
+//! # Layout
+//!
+//! The tree follows the data path. Everything the product (`proxy`) runs lives in
+//! [`proxy`]; the binaries in `src/bin` only parse flags and call into the library.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`proxy`] | the proxy itself: accept loop, limits and drain (`server`), the per-connection pipeline (`conn`), the pure routing decision (`routes`), the prefixed stream (`io`), `relay`, `detect`, `tls`, `proxy_protocol`, the connection `outcome`, `metrics` and the `admin` endpoint |
+//! | [`peers`] | the demo peers and load generators: `zmq_push` / `zmq_pull`, `grpc_client` / `grpc_server`, and the `message` they all exchange |
+//! | [`migrate`] | the later migration stages: `mux` (gRPC served in-process, ZMQ forwarded on the same port) and `zmq_bridge` |
+//! | [`config`] | the proxy's flags, environment and TOML file, resolved into a [`proxy::ProxyConfig`], and reloading on SIGHUP |
+//! | [`cli`], [`shutdown`] | what every binary shares: logging flags, exit codes, signals |
+//! | [`pb`] | code generated from `proto/messages.proto` |
+//!
+//! Data flows one way: [`cli`]/[`config`] → [`proxy`] ← [`migrate`]; [`peers`] depend only
+//! on [`pb`] and each other's message helpers. No two modules import each other.
+
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
-pub mod detect;
-pub mod grpc_client;
-pub mod grpc_server;
-pub mod message;
-pub mod metrics;
-pub mod mux;
+pub mod migrate;
+pub mod peers;
 pub mod proxy;
-pub mod proxy_protocol;
-pub mod relay;
 pub mod shutdown;
-pub mod tls;
-pub mod zmq_bridge;
-pub mod zmq_pull;
-pub mod zmq_push;
 
 /// Code generated from `proto/messages.proto`.
 pub mod pb {

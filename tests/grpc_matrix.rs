@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use tonic::transport::{Channel, Endpoint};
-use zmq_grpc_proxy::message::{build, payload_intact};
 use zmq_grpc_proxy::pb::ingest_client::IngestClient;
 use zmq_grpc_proxy::pb::FetchRequest;
+use zmq_grpc_proxy::peers::message::{build, payload_intact};
 
 const FOUR_MIB: usize = 4 * 1024 * 1024;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::grpc_client::{self, CallMode, ClientConfig};
-use zmq_grpc_proxy::message::default_sender;
+use zmq_grpc_proxy::peers::grpc_client::{self, CallMode, ClientConfig};
+use zmq_grpc_proxy::peers::message::default_sender;
 
 /// Sends numbered protobuf messages to the Ingest service; prints sent / acknowledged /
 /// failed and latency percentiles on stdout, and exits 1 if any call failed.

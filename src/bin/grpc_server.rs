@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::grpc_server::{self, IngestService};
-use zmq_grpc_proxy::mux::{self, MuxConfig};
+use zmq_grpc_proxy::migrate::mux::{self, MuxConfig};
+use zmq_grpc_proxy::peers::grpc_server::{self, IngestService};
 use zmq_grpc_proxy::proxy::BackendAddr;
 
 /// Serves the Ingest service (unary Send, client-streaming SendStream) plus grpc.health.v1

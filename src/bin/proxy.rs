@@ -1,12 +1,11 @@
 //! `proxy`: one TCP port, ZeroMQ and gRPC routed to their own backends by their first bytes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit};
-use zmq_grpc_proxy::config::{self, ProxyArgs};
-use zmq_grpc_proxy::proxy::{self, ProxyConfig, RouteTable};
-use zmq_grpc_proxy::{metrics, shutdown};
+use zmq_grpc_proxy::config::{self, Reloader};
+use zmq_grpc_proxy::proxy::{self, admin};
+use zmq_grpc_proxy::shutdown;
 
 fn bind(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     if !reuse_port {
@@ -49,15 +48,7 @@ fn main() -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let config = ProxyConfig {
-        routes: Arc::new(RouteTable::new(args.routes())),
-        detect_timeout: Duration::from_millis(args.detect_timeout_ms),
-        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
-        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
-        max_connections: args.max_connections,
-        splice: args.splice,
-        metrics: Default::default(),
-    };
+    let config = args.proxy_config();
     let metrics_listener = args.metrics_listen.as_ref().map(|addr| {
         std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
             exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
@@ -77,47 +68,19 @@ fn main() -> anyhow::Result<()> {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
             // Serves until the process exits, so /readyz can report the drain.
-            tokio::spawn(metrics::serve(
+            tokio::spawn(admin::serve(
                 l,
                 Arc::clone(&config.metrics),
                 std::future::pending(),
             ));
         }
         if args.config.is_some() {
-            // Installed before serving: an early SIGHUP must not meet the default action
-            // (terminate).
-            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            let routes = Arc::clone(&config.routes);
-            tokio::spawn(reload_on_sighup(hangups, matches, args.clone(), routes));
+            let reloader = Reloader::new(matches, args.clone(), Arc::clone(&config.routes));
+            tokio::spawn(reloader.on_sighup()?);
         }
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         proxy::run(listener, config, shutdown).await
     })?;
     Ok(())
-}
-
-/// SIGHUP: re-read the config file; swap in its routes only if all of it is valid.
-async fn reload_on_sighup(
-    mut hangups: tokio::signal::unix::Signal,
-    matches: clap::ArgMatches,
-    running: ProxyArgs,
-    routes: Arc<RouteTable>,
-) {
-    while hangups.recv().await.is_some() {
-        match config::reload(&matches) {
-            Ok(new) => {
-                routes.replace(new.routes());
-                tracing::info!(zmq_backend = %new.zmq_backend, grpc_backend = %new.grpc_backend,
-                               fallback_backend = ?new.fallback_backend.as_ref().map(|b| b.to_string()),
-                               "reloaded: new connections use the new routes");
-                for change in running.needs_restart(&new) {
-                    tracing::warn!(%change, "not applied until restart");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected; keeping the current configuration")
-            }
-        }
-    }
 }

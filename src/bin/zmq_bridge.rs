@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
+use zmq_grpc_proxy::migrate::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
 
 /// Binds a ZMQ PULL socket and delivers every message from zmq_push to grpc_server as a
 /// unary Send call: in order per sender, retried until acknowledged, reading ZMQ only as fast

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::zmq_pull::{PullError, Puller};
+use zmq_grpc_proxy::peers::zmq_pull::{PullError, Puller};
 
 /// Binds a ZMQ PULL socket, logs every message (sequence, sender, size) and prints a summary
 /// line on stdout when it stops.

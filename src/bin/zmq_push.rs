@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::message::default_sender;
-use zmq_grpc_proxy::zmq_push::{self, PushConfig, PushError};
+use zmq_grpc_proxy::peers::message::default_sender;
+use zmq_grpc_proxy::peers::zmq_push::{self, PushConfig, PushError};
 
 /// Connects a ZMQ PUSH socket and sends numbered protobuf messages; prints a summary line on
 /// stdout when it stops.

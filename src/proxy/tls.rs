@@ -19,6 +19,27 @@ pub struct ClientHello {
     pub alpn: Vec<String>,
 }
 
+impl ClientHello {
+    /// `sni=… alpn=[…]` for a log line, capped so a hostile hello cannot flood the log.
+    pub fn describe(&self) -> String {
+        const MAX: usize = 200;
+        let mut s = format!(
+            "sni={} alpn=[{}]",
+            self.sni.as_deref().unwrap_or("-"),
+            self.alpn.join(",")
+        );
+        if s.len() > MAX {
+            let mut end = MAX;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s.push('…');
+        }
+        s
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
     NeedMore,

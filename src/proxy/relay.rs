@@ -31,7 +31,7 @@ thread_local! {
 }
 
 /// Whether the relay uses Linux `splice(2)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpliceMode {
     /// Copy small traffic; splice a direction once it carries bulk data.
     #[default]
@@ -40,6 +40,35 @@ pub enum SpliceMode {
     On,
     /// Always copy through user space.
     Off,
+}
+
+impl SpliceMode {
+    pub const ALL: [SpliceMode; 3] = [SpliceMode::Auto, SpliceMode::On, SpliceMode::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpliceMode::Auto => "auto",
+            SpliceMode::On => "on",
+            SpliceMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for SpliceMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        SpliceMode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("`{s}` is not a splice mode (auto, on, off)"))
+    }
+}
+
+impl std::fmt::Display for SpliceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Relays until both directions are finished, or either fails. Await it by `&mut` to
@@ -234,12 +263,12 @@ impl Direction {
 
 #[cfg(target_os = "linux")]
 mod splice {
-    //! The one place with `unsafe`: three libc calls (`pipe2`, and `splice` in and out),
-    //! on descriptors this module owns or borrows for the duration of the call.
+    //! `splice(2)` through a pipe, with `rustix` doing the system calls safely.
 
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
 
+    use rustix::pipe::{pipe_with, PipeFlags, SpliceFlags};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
@@ -256,55 +285,28 @@ mod splice {
 
     impl Pipe {
         pub fn new() -> io::Result<Pipe> {
-            let mut fds = [0; 2];
-            // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
-            let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-            Ok(unsafe {
-                Pipe {
-                    read: OwnedFd::from_raw_fd(fds[0]),
-                    write: OwnedFd::from_raw_fd(fds[1]),
-                }
-            })
+            let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+            Ok(Pipe { read, write })
         }
 
         /// Splices what `from` has (up to one chunk) into the empty pipe; 0 at end of stream.
         pub fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
-            from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), self.write.as_raw_fd(), CHUNK)
-            })
+            from.try_io(Interest::READABLE, || splice(from, &self.write, CHUNK))
         }
 
         /// Splices up to `len` bytes from the pipe into `to`; returns how many went.
         pub fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize> {
-            to.try_io(Interest::WRITABLE, || {
-                splice(self.read.as_raw_fd(), to.as_raw_fd(), len)
-            })
+            to.try_io(Interest::WRITABLE, || splice(&self.read, to, len))
         }
     }
 
-    fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
-        // SAFETY: both descriptors are open for the duration of the call (owned by the
-        // pipe or borrowed from a live TcpStream); null offsets are valid for sockets and
-        // pipes.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    fn splice(
+        from: impl std::os::fd::AsFd,
+        to: impl std::os::fd::AsFd,
+        len: usize,
+    ) -> io::Result<usize> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
     }
 }
 

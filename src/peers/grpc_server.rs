@@ -9,9 +9,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::message::{build, Summary, Tally};
 use crate::pb::ingest_server::{Ingest, IngestServer};
 use crate::pb::{Ack, FetchRequest, Message, StreamSummary};
+use crate::peers::message::{build, Summary, Tally};
 
 /// Largest message accepted (tonic's default is 4 MiB, which a 4 MiB payload exceeds).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use prost::Message as _;
 use tracing::{info, warn};
 
-use crate::message::{Summary, Tally};
 use crate::pb::Message;
+use crate::peers::message::{Summary, Tally};
 
 /// How often a blocked receive wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(100);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tracing::info;
 
-use crate::message::build;
+use crate::peers::message::build;
 
 const POLL: Duration = Duration::from_millis(100);
 

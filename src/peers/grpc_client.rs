@@ -12,8 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-use crate::message::build;
 use crate::pb::ingest_client::IngestClient;
+use crate::peers::message::build;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CallMode {
@@ -155,8 +155,8 @@ pub async fn run(
             format!("{}/{w}", config.sender)
         };
         let client = IngestClient::new(channel.clone())
-            .max_decoding_message_size(crate::grpc_server::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::grpc_server::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(crate::peers::grpc_server::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::peers::grpc_server::MAX_MESSAGE_BYTES);
         let worker = Worker {
             client,
             sender,

@@ -1,0 +1,99 @@
+//! Stage two of a migration: one process, one port, both protocols. gRPC connections are
+//! answered by a tonic server in this process; ZeroMQ connections are forwarded to the
+//! old ZMQ server, exactly as the standalone proxy does.
+//!
+//! It is the proxy with one route changed: [`serve`] runs [`crate::proxy::run`] (the same
+//! accept loop, detector, connect, replay and relay) with the gRPC route set to
+//! [`Target::Local`]. A detected gRPC connection is handed to tonic as a [`PrefixedStream`]
+//! that first returns the bytes detection consumed, then reads the socket: tonic sees the
+//! whole HTTP/2 preface, as if it had accepted the connection itself.
+//!
+//! ```
+//! use std::time::Duration;
+//! use zmq_grpc_proxy::peers::grpc_server::{router, IngestService};
+//! use zmq_grpc_proxy::migrate::mux::{serve, MuxConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! // gRPC: the Ingest service (and health, reflection), answered here.
+//! let grpc = router(IngestService::default()).await;
+//! // ZeroMQ: forwarded to the old zmq_pull server.
+//! let config = MuxConfig::new("127.0.0.1:7001".parse()?);
+//! // Serve until the shutdown future resolves (a signal, in a real server).
+//! let shutdown = tokio::time::sleep(Duration::from_millis(10));
+//! serve(listener, grpc, config, shutdown).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::proxy::io::PrefixedStream;
+use crate::proxy::{self, BackendAddr, Limits, LocalServer, ProxyConfig, Routes, Target};
+
+/// Settings for [`serve`]: where ZeroMQ goes, and the proxy's [`Limits`] (its defaults
+/// unless changed).
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    /// Where ZeroMQ connections are forwarded.
+    pub zmq_backend: BackendAddr,
+    pub limits: Limits,
+}
+
+impl MuxConfig {
+    pub fn new(zmq_backend: BackendAddr) -> Self {
+        MuxConfig {
+            zmq_backend,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    #[error("accepting connections: {0}")]
+    Io(#[from] io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Serves `grpc` and forwards ZeroMQ to `config.zmq_backend`, all on `listener`, until
+/// `shutdown` resolves; then stops accepting, drains forwarded connections (resetting
+/// those still open at the drain timeout) and lets tonic finish its in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    grpc: tonic::transport::server::Router,
+    config: MuxConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MuxError> {
+    // Bounded: if tonic stops taking connections, detection tasks wait rather than pile up.
+    let (to_grpc, incoming) = tokio::sync::mpsc::channel::<PrefixedStream<TcpStream>>(128);
+    let mut proxy_config = ProxyConfig::new(Routes {
+        zmq: Target::Backend(config.zmq_backend),
+        grpc: Target::Local(LocalServer(to_grpc)),
+        fallback: None,
+        proxy_protocol: Vec::new(),
+        tls: None,
+    });
+    proxy_config.limits = config.limits;
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let accept = async {
+        let result = proxy::run(listener, proxy_config, shutdown).await;
+        let _ = stop_grpc.send(());
+        result
+    };
+    let incoming = ReceiverStream::new(incoming).map(Ok::<_, io::Error>);
+    let grpc = grpc.serve_with_incoming_shutdown(incoming, async {
+        let _ = grpc_stopped.await;
+    });
+    let (accepted, served) = tokio::join!(accept, grpc);
+    accepted?;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! One connection, top to bottom. Data flows one way through small stages:
+//!
+//! ```text
+//! sniff (read prefix ≤ detect timeout, detect, TLS read-on) ─► decide (pure, routes.rs)
+//!   ─► connect (≤ connect timeout) ─► replay (PROXY header + prefix) ─► relay ─► Outcome
+//! ```
+//!
+//! Every stage returns a value; [`serve`] hands the one [`Outcome`] to
+//! [`super::observe::closed`], which logs and counts it. No stage logs its own failure.
+//!
+//! The prefix is *replayed*, not re-read: the bytes consumed while detecting are the start
+//! of the client's stream and the backend must see them first. The set-up phase is boxed:
+//! its futures (timers, address lookup, the prefix buffer) are several times the size of
+//! the relay's, and only the relay phase lasts, so an open connection's task stays small.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::detect::{detect, Detection, MAX_PREFIX_LEN};
+use super::io::PrefixedStream;
+use super::observe;
+use super::outcome::{BackendErrorKind, Outcome, RejectReason, RelayEnd};
+use super::relay::Relay;
+use super::routes::{decide, BackendAddr, Decision, LocalServer, RouteName, Routes, Sniffed};
+use super::routes::{Target, Unrouted};
+use super::settings::ProxyConfig;
+use super::tls::{self, Hello};
+
+/// Bytes buffered while detecting: room for the longest signature and a little more. It
+/// lives in every connection's set-up future, so it is kept small; whatever a client sends
+/// beyond it stays in the socket and is relayed after the replay.
+const PREFIX_BUF_LEN: usize = 64;
+const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
+
+/// Serves one accepted connection until it ends, then observes its outcome. `cut` is
+/// cancelled when the drain timeout expires: whatever is still open is reset.
+pub(super) async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    config: &ProxyConfig,
+    cut: &CancellationToken,
+) {
+    let started = Instant::now();
+    let routes = config.routes.current();
+    let opened = tokio::select! {
+        opened = Box::pin(open(client, peer, &routes, config, started)) => opened,
+        _ = cut.cancelled() => Err(rejected(RejectReason::DrainTimeout, 0, None)),
+    };
+    let outcome = match opened {
+        Ok(opened) => relay(opened, config, cut).await,
+        Err(outcome) => outcome,
+    };
+    observe::closed(&config.metrics, &outcome, started.elapsed());
+}
+
+/// A connection that reached its backend, with the prefix already replayed.
+struct Opened<'r> {
+    client: TcpStream,
+    upstream: TcpStream,
+    route: RouteName,
+    backend: &'r BackendAddr,
+    replayed: usize,
+}
+
+/// Set-up: sniff, decide, connect, replay. `Err` is the outcome of a connection that ends
+/// here.
+async fn open<'r>(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    routes: &'r Routes,
+    config: &ProxyConfig,
+    started: Instant,
+) -> Result<Opened<'r>, Outcome<'r>> {
+    // The addresses for a PROXY header are taken now, while the connection is surely
+    // established: a client that resets later must not make the header go missing.
+    let dialled = match routes.proxy_protocol.is_empty() {
+        true => None,
+        false => Some(client.local_addr().map_err(|e| read_error(&e))?),
+    };
+    let mut prefix = Prefix::new();
+    let deadline = tokio::time::Instant::from_std(started) + config.limits.detect_timeout;
+    let sniffed = sniff(&mut client, routes, &mut prefix, deadline).await?;
+    let (route, target) = match decide(routes, &sniffed) {
+        Decision::Route(route, target) => (route, target),
+        Decision::Close(why) => return Err(unrouted(why, &sniffed, prefix.len())),
+    };
+    let span = tracing::Span::current();
+    span.record("route", route.as_str());
+    let backend = match target {
+        Target::Backend(addr) => addr,
+        Target::Local(server) => {
+            observe::routed(&config.metrics, route, "local", started.elapsed());
+            return Err(hand_over(server, route, client, prefix).await);
+        }
+    };
+    span.record("backend", backend.as_str());
+    let upstream = connect(backend, config.limits.connect_timeout)
+        .await
+        .map_err(|(kind, error)| Outcome::BackendUnavailable {
+            route,
+            backend,
+            kind,
+            error,
+        })?;
+    if !span.is_disabled() {
+        if let Ok(local) = upstream.local_addr() {
+            span.record("local_port", local.port());
+        }
+    }
+    let header = dialled.map(|dialled| (peer, dialled));
+    observe::routed(&config.metrics, route, backend.as_str(), started.elapsed());
+    let mut opened = Opened {
+        client,
+        upstream,
+        route,
+        backend,
+        replayed: prefix.len(),
+    };
+    match replay(&mut opened.upstream, header, prefix.bytes()).await {
+        Ok(()) => Ok(opened),
+        Err(e) => Err(ended(opened, 0, 0, RelayEnd::Error(e))),
+    }
+}
+
+/// The bytes read while detecting: a small inline buffer, or the whole ClientHello when TLS
+/// is routed (it can be up to a TLS record long).
+struct Prefix {
+    buf: [u8; PREFIX_BUF_LEN],
+    filled: usize,
+    hello: Vec<u8>,
+}
+
+impl Prefix {
+    fn new() -> Self {
+        Prefix {
+            buf: [0; PREFIX_BUF_LEN],
+            filled: 0,
+            hello: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.hello.is_empty() {
+            &self.buf[..self.filled]
+        } else {
+            &self.hello
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+/// Reads until the detector (and, for TLS, the ClientHello parser) decides, or the deadline.
+async fn sniff(
+    client: &mut TcpStream,
+    routes: &Routes,
+    prefix: &mut Prefix,
+    deadline: tokio::time::Instant,
+) -> Result<Sniffed, Outcome<'static>> {
+    let detected = tokio::time::timeout_at(deadline, read_prefix(client, prefix)).await;
+    match detected {
+        Err(_elapsed) => Ok(Sniffed::Silent),
+        Ok(Ok(Detection::Matched(protocol))) => Ok(Sniffed::Protocol(protocol)),
+        Ok(Ok(_)) if routes.routes_tls() && tls::starts_like_tls(prefix.bytes()) => {
+            // TLS needs its whole ClientHello (SNI and ALPN sit near its end), read on
+            // within what is left of the detect timeout.
+            match tokio::time::timeout_at(deadline, read_client_hello(client, prefix)).await {
+                Err(_elapsed) => Ok(Sniffed::Silent),
+                Ok(hello) => hello,
+            }
+        }
+        Ok(Ok(_)) => Ok(Sniffed::Unrecognised),
+        Ok(Err(outcome)) => Err(outcome),
+    }
+}
+
+/// Reads until the detector decides: `Matched` or `NoMatch`. The bytes stay in `prefix`
+/// (valid even if this future is dropped by the detect timeout).
+async fn read_prefix(
+    client: &mut TcpStream,
+    prefix: &mut Prefix,
+) -> Result<Detection, Outcome<'static>> {
+    // Clients send their prefix right after the handshake, so by the time the connection is
+    // accepted it has often arrived: read it directly first (the socket is non-blocking),
+    // and wait for readiness only if it has not. That saves a trip through the event loop.
+    let mut first = Some(read_now(client, &mut prefix.buf));
+    loop {
+        let n = match first.take() {
+            Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                return Err(read_error(&e))
+            }
+            _ => client
+                .read(&mut prefix.buf[prefix.filled..])
+                .await
+                .map_err(|e| read_error(&e))?,
+        };
+        if n == 0 {
+            return Err(rejected(RejectReason::ClosedEarly, prefix.filled, None));
+        }
+        prefix.filled += n;
+        match detect(&prefix.buf[..prefix.filled]) {
+            // A full buffer must never turn into a zero-length read that spins
+            // (unreachable while PREFIX_BUF_LEN >= MAX_PREFIX_LEN).
+            Detection::NeedMore if prefix.filled < PREFIX_BUF_LEN => {}
+            Detection::NeedMore => return Ok(Detection::NoMatch),
+            decided => return Ok(decided),
+        }
+    }
+}
+
+fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    (&*socket2::SockRef::from(client)).read(buf)
+}
+
+/// Reads on until `prefix.hello` holds a whole ClientHello record.
+async fn read_client_hello(
+    client: &mut TcpStream,
+    prefix: &mut Prefix,
+) -> Result<Sniffed, Outcome<'static>> {
+    prefix.hello.extend_from_slice(&prefix.buf[..prefix.filled]);
+    loop {
+        match tls::parse(&prefix.hello) {
+            Hello::Parsed(hello) => return Ok(Sniffed::Tls(hello)),
+            Hello::NotTls => return Ok(Sniffed::Unrecognised),
+            Hello::NeedMore => {}
+        }
+        let mut chunk = [0u8; 2048];
+        let want = (tls::MAX_RECORD - prefix.hello.len()).min(chunk.len());
+        let n = client
+            .read(&mut chunk[..want])
+            .await
+            .map_err(|e| read_error(&e))?;
+        if n == 0 {
+            return Err(rejected(RejectReason::ClosedEarly, prefix.len(), None));
+        }
+        prefix.hello.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Connects to `backend` within `timeout`.
+async fn connect(
+    backend: &BackendAddr,
+    timeout: Duration,
+) -> Result<TcpStream, (BackendErrorKind, std::io::Error)> {
+    let upstream = match tokio::time::timeout(timeout, TcpStream::connect(backend.as_str())).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err((BackendErrorKind::of(&e), e)),
+        Err(_) => {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {} ms", timeout.as_millis()),
+            );
+            return Err((BackendErrorKind::Timeout, e));
+        }
+    };
+    // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
+    // client socket inherited TCP_NODELAY from the listener.
+    let _ = upstream.set_nodelay(true);
+    Ok(upstream)
+}
+
+/// Writes what the backend must see first: the PROXY header for backends that want to know
+/// who the client is (`(client, dialled)`), then the bytes detection consumed.
+async fn replay(
+    upstream: &mut TcpStream,
+    header: Option<(SocketAddr, SocketAddr)>,
+    prefix: &[u8],
+) -> std::io::Result<()> {
+    match header {
+        None => upstream.write_all(prefix).await,
+        Some((client, dialled)) => {
+            let mut opening = Vec::with_capacity(52 + prefix.len());
+            super::proxy_protocol::write_header(&mut opening, client, dialled);
+            opening.extend_from_slice(prefix);
+            upstream.write_all(&opening).await
+        }
+    }
+}
+
+/// Relays until both directions end, either fails, or the drain timeout cuts it.
+async fn relay<'r>(
+    opened: Opened<'r>,
+    config: &ProxyConfig,
+    cut: &CancellationToken,
+) -> Outcome<'r> {
+    let mut relay = Relay::new(&opened.client, &opened.upstream, config.limits.splice);
+    let end = tokio::select! {
+        result = &mut relay => match result {
+            Ok(()) => RelayEnd::Clean,
+            Err(e) => RelayEnd::Error(e),
+        },
+        _ = cut.cancelled() => RelayEnd::DrainTimeout,
+    };
+    let (up, down) = (relay.to_backend(), relay.to_client());
+    ended(opened, up, down, end)
+}
+
+/// The outcome of a relayed connection. Anything but a clean end resets both sides, so an
+/// abrupt end is never disguised as an orderly FIN: zero linger makes the close send RST.
+fn ended(opened: Opened<'_>, up: u64, down: u64, end: RelayEnd) -> Outcome<'_> {
+    if !matches!(end, RelayEnd::Clean) {
+        let _ = opened.client.set_zero_linger();
+        let _ = opened.upstream.set_zero_linger();
+    }
+    Outcome::Relayed {
+        route: opened.route,
+        backend: opened.backend,
+        to_backend: up + opened.replayed as u64,
+        to_client: down,
+        end,
+    }
+}
+
+/// Gives the connection, prefix first, to a server in this process, which owns it from
+/// here.
+async fn hand_over(
+    server: &LocalServer,
+    route: RouteName,
+    client: TcpStream,
+    prefix: Prefix,
+) -> Outcome<'static> {
+    let stream = PrefixedStream::new(prefix.bytes().to_vec(), client);
+    let delivered = server.0.send(stream).await.is_ok();
+    Outcome::Local { route, delivered }
+}
+
+fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome<'static> {
+    Outcome::Rejected {
+        reason,
+        received,
+        detail,
+    }
+}
+
+fn read_error(e: &std::io::Error) -> Outcome<'static> {
+    rejected(RejectReason::ReadError, 0, Some(e.to_string()))
+}
+
+fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome<'static> {
+    match (why, sniffed) {
+        (Unrouted::Silent, _) => rejected(RejectReason::DetectTimeout, received, None),
+        (Unrouted::NoTlsRoute, Sniffed::Tls(hello)) => rejected(
+            RejectReason::Unrecognised,
+            received,
+            Some(format!("no TLS route matches {}", hello.describe())),
+        ),
+        _ => rejected(RejectReason::Unrecognised, received, None),
+    }
+}

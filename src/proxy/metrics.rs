@@ -1,0 +1,161 @@
+//! The proxy's Prometheus metrics (`zgp_*`), encoded by `prometheus-client`. They are
+//! updated in one place, [`super::observe`], from each connection's outcome; the admin
+//! endpoint ([`super::admin`]) serves them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::outcome::{BackendErrorKind, Closed, Direction, RejectReason};
+use super::routes::RouteName;
+
+/// Label values are the lower-case names operators query by (`route="zmq"`), spelled by
+/// each type's `as_str`.
+macro_rules! label_values {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write;
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_values!(RouteName, RejectReason, Closed, Direction, BackendErrorKind);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: RouteName,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: RejectReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub route: RouteName,
+    pub outcome: Closed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub route: RouteName,
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabels {
+    pub route: RouteName,
+    pub kind: BackendErrorKind,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~13 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// The proxy's metrics. All names start with `zgp_`.
+pub struct Metrics {
+    registry: Registry,
+    ready: AtomicBool,
+    pub accepted: Counter,
+    pub rejected: Family<ReasonLabels, Counter>,
+    pub closed: Family<ClosedLabels, Counter>,
+    pub active: Family<RouteLabels, Gauge>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub detect_seconds: Histogram,
+    pub connect_seconds: Family<RouteLabels, Histogram>,
+    pub backend_errors: Family<BackendErrorLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("zgp");
+        let m = Metrics {
+            registry: Registry::default(),
+            ready: AtomicBool::new(false),
+            accepted: Counter::default(),
+            rejected: Family::default(),
+            closed: Family::default(),
+            active: Family::default(),
+            bytes: Family::default(),
+            detect_seconds: latency_histogram(),
+            connect_seconds: Family::new_with_constructor(latency_histogram),
+            backend_errors: Family::default(),
+        };
+        registry.register(
+            "connections_accepted",
+            "Connections accepted",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections closed before reaching a backend, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Routed connections that ended, by route and outcome",
+            m.closed.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Connections being relayed, by route",
+            m.active.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Bytes relayed, by route and direction",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "detect_seconds",
+            "Time from accept to a protocol decision",
+            m.detect_seconds.clone(),
+        );
+        registry.register(
+            "backend_connect_seconds",
+            "Time to connect to a backend, by route",
+            m.connect_seconds.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Failed backend connections, by route and kind",
+            m.backend_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Listening and not draining: what `/readyz` reports.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}

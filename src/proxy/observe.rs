@@ -1,0 +1,155 @@
+//! The one place a connection's life is logged and counted: [`routed`] when it reaches its
+//! backend, [`closed`] with its [`Outcome`] when it ends.
+//!
+//! Counters first, then the line: tests and operators act on the line, so by the time
+//! "closed" is logged every counter (and, last, the `active` gauge) already says so.
+
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::metrics::{
+    BackendErrorLabels, BytesLabels, ClosedLabels, Metrics, ReasonLabels, RouteLabels,
+};
+use super::outcome::{Closed, Direction, Outcome, RejectReason, RelayEnd};
+use super::routes::RouteName;
+
+/// The connection reached its backend (or the local server): it is now active.
+pub fn routed(metrics: &Metrics, route: RouteName, backend: &str, detect: Duration) {
+    metrics.detect_seconds.observe(detect.as_secs_f64());
+    metrics.active.get_or_create(&RouteLabels { route }).inc();
+    info!(%route, %backend, "routed");
+}
+
+/// A connection refused at accept (`--max-connections`): counted here, logged by the
+/// accept loop at most once a second.
+pub fn refused(metrics: &Metrics) {
+    let reason = RejectReason::MaxConnections;
+    metrics
+        .rejected
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
+/// The connection is over: count it, then log one line.
+pub fn closed(metrics: &Metrics, outcome: &Outcome<'_>, duration: Duration) {
+    count(metrics, outcome);
+    log(outcome, duration.as_millis() as u64);
+}
+
+fn count(metrics: &Metrics, outcome: &Outcome) {
+    match outcome {
+        Outcome::Rejected { reason, .. } => {
+            let reason = *reason;
+            metrics
+                .rejected
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+        Outcome::BackendUnavailable { route, kind, .. } => {
+            let labels = BackendErrorLabels {
+                route: *route,
+                kind: *kind,
+            };
+            metrics.backend_errors.get_or_create(&labels).inc();
+        }
+        Outcome::Relayed {
+            route,
+            to_backend,
+            to_client,
+            ..
+        } => {
+            for (direction, n) in [
+                (Direction::ToBackend, *to_backend),
+                (Direction::ToClient, *to_client),
+            ] {
+                let labels = BytesLabels {
+                    route: *route,
+                    direction,
+                };
+                metrics.bytes.get_or_create(&labels).inc_by(n);
+            }
+        }
+        Outcome::Local { .. } => {}
+    }
+    if let Some((route, outcome)) = outcome.closed() {
+        metrics
+            .closed
+            .get_or_create(&ClosedLabels { route, outcome })
+            .inc();
+        // Last: a scrape that sees `active` at 0 sees every other counter final. Only a
+        // connection whose backend could not be reached was never active.
+        if outcome != Closed::BackendUnavailable {
+            metrics.active.get_or_create(&RouteLabels { route }).dec();
+        }
+    }
+}
+
+fn log(outcome: &Outcome<'_>, duration_ms: u64) {
+    match outcome {
+        // A client that connects and leaves without a byte is a port probe or a TCP
+        // health check, not news; everything else rejected is worth a line.
+        Outcome::Rejected {
+            reason: RejectReason::ClosedEarly,
+            received: 0,
+            ..
+        } => debug!(
+            route = "none",
+            reason = "client closed before sending anything",
+            duration_ms,
+            "closed"
+        ),
+        Outcome::Rejected {
+            reason,
+            received,
+            detail,
+        } => info!(route = "none", reason = %describe(*reason, *received),
+                   detail = detail.as_deref().unwrap_or(""), duration_ms, "closed"),
+        Outcome::BackendUnavailable {
+            route,
+            backend,
+            error,
+            ..
+        } => warn!(%route, %backend, error = %error, duration_ms,
+                   "closed: backend connect failed"),
+        Outcome::Local {
+            route,
+            delivered: true,
+        } => debug!(%route, "handed to the local server"),
+        Outcome::Local {
+            route,
+            delivered: false,
+        } => info!(%route, "closed: the local server has stopped"),
+        Outcome::Relayed {
+            route,
+            backend,
+            to_backend,
+            to_client,
+            end,
+        } => match end {
+            RelayEnd::Clean => info!(%route, %backend, bytes_to_backend = to_backend,
+                                     bytes_to_client = to_client, duration_ms, "closed"),
+            RelayEnd::Error(e) => info!(%route, %backend, bytes_to_backend = to_backend,
+                                        bytes_to_client = to_client, duration_ms,
+                                        error = %e, "closed with error"),
+            RelayEnd::DrainTimeout => warn!(%route, %backend, bytes_to_backend = to_backend,
+                                            bytes_to_client = to_client, duration_ms,
+                                            "closed: cut at the drain timeout (reset both sides)"),
+        },
+    }
+}
+
+fn describe(reason: RejectReason, received: usize) -> String {
+    match reason {
+        RejectReason::MaxConnections => "at --max-connections".into(),
+        RejectReason::DetectTimeout => {
+            format!("no decision within the detect timeout ({received} bytes received)")
+        }
+        RejectReason::Unrecognised => "unrecognised protocol".into(),
+        RejectReason::ClosedEarly => {
+            format!("client closed before a decision ({received} bytes received)")
+        }
+        RejectReason::ReadError => "reading from client failed".into(),
+        RejectReason::DrainTimeout => "still detecting at the drain timeout".into(),
+    }
+}

@@ -1,0 +1,213 @@
+//! The accept loop, the connection limit and the drain.
+//!
+//! Every accepted connection gets its own task (a client that never speaks only ever holds
+//! up itself), tracked by a [`TaskTracker`]. On shutdown the listener closes at once (the
+//! port refuses new connections), readiness is cleared, and [`run`] waits for the tracked
+//! tasks up to the drain timeout; then it cancels `cut`, every connection still open is
+//! reset and observed, and `run` returns only once no connection task is left.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use super::conn;
+use super::observe;
+use super::settings::ProxyConfig;
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
+/// drains: open connections get `config.limits.drain_timeout` to finish, then are reset.
+/// Returns once every connection task has ended.
+///
+/// Binaries bind the listener and pass a signal future; tests bind port 0 and pass a
+/// oneshot. Connections are spawned on the caller's runtime. Accept errors (out of file
+/// descriptors, aborted handshakes) are logged and retried with back-off: they never end
+/// the proxy.
+pub async fn run(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server = Arc::new(Server {
+        permits: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+        config,
+        next_id: AtomicU64::new(1),
+        tracker: TaskTracker::new(),
+        cut: CancellationToken::new(),
+        refusals: Default::default(),
+    });
+    let addr = listener.local_addr()?;
+    // State first, then the line that announces it.
+    server.config.metrics.set_ready(true);
+    let routes = server.config.routes.current();
+    info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
+          max_connections = server.config.limits.max_connections, "listening");
+    accept_loop(listener, &server, shutdown).await;
+    server.drain().await;
+    Ok(())
+}
+
+/// What the accept loop shares with the connection tasks.
+struct Server {
+    config: ProxyConfig,
+    /// One permit per open connection.
+    permits: Arc<Semaphore>,
+    next_id: AtomicU64,
+    tracker: TaskTracker,
+    /// Cancelled at the drain timeout: connections still open are reset.
+    cut: CancellationToken,
+    refusals: std::sync::Mutex<Refusals>,
+}
+
+impl Server {
+    fn open_connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    fn spawn(self: &Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            // Closing at once tells the client to go elsewhere now, rather than after a
+            // queue it cannot see.
+            drop(client);
+            observe::refused(&self.config.metrics);
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            refusals.note(peer, self.config.limits.max_connections);
+            return;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // route, backend and the local port toward the backend are filled in as they
+        // become known, so every line of the connection can be matched to the backend's log.
+        let span = tracing::info_span!(
+            "conn",
+            id,
+            %peer,
+            route = tracing::field::Empty,
+            backend = tracing::field::Empty,
+            local_port = tracing::field::Empty,
+        );
+        let server = Arc::clone(self);
+        self.tracker.spawn(
+            async move {
+                conn::serve(client, peer, &server.config, &server.cut).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits up to the drain timeout for every connection task, then resets the rest and
+    /// waits for them to be observed.
+    async fn drain(&self) {
+        self.tracker.close();
+        let timeout = self.config.limits.drain_timeout;
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            info!("all connections closed");
+            return;
+        }
+        let open = self.open_connections();
+        self.cut.cancel();
+        warn!(
+            open,
+            drain_timeout_ms = timeout.as_millis() as u64,
+            "drain timeout reached; resetting remaining connections"
+        );
+        self.tracker.wait().await;
+        info!("all connections closed");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    server: &Arc<Server>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux), one syscall fewer per
+    // connection than setting it on each.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        warn!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                backoff = Duration::ZERO;
+                server.config.metrics.accepted.inc();
+                server.spawn(client, peer);
+            }
+            Err(e) if is_per_connection_error(&e) => {
+                debug!(error = %e, "accept: connection failed before it was accepted");
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the process or system is out of resources. Slow
+                // down instead of spinning; established connections keep being served.
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+    // State first: the port is closed and readiness cleared before "draining" is logged.
+    drop(listener);
+    server.config.metrics.set_ready(false);
+    info!(
+        open = server.open_connections(),
+        drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
+        "stopped accepting; draining open connections"
+    );
+}
+
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// Connections refused at `--max-connections`, logged at most once a second so an overload
+/// does not also become a logging storm.
+#[derive(Default)]
+struct Refusals {
+    total: u64,
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, max_connections: u32) {
+        self.total += 1;
+        self.since_log += 1;
+        debug!(%peer, "rejected: at max connections");
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            warn!(
+                rejected = self.since_log,
+                rejected_total = self.total,
+                max_connections,
+                "rejecting connections: at --max-connections"
+            );
+            self.since_log = 0;
+            self.last_log = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What the proxy needs to know to run: the route table, the [`Limits`] and the metrics it
+//! updates. Every default is defined here, once; the command line ([`crate::config`]) and
+//! library callers ([`crate::migrate::mux`]) take them from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics::Metrics;
+use super::relay::SpliceMode;
+use super::routes::{RouteTable, Routes};
+
+/// Timeouts and limits, with the proxy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client has to send enough bytes for a decision.
+    pub detect_timeout: Duration,
+    /// How long connecting to a backend may take.
+    pub connect_timeout: Duration,
+    /// After shutdown is requested, how long open connections may take to finish; then
+    /// they are reset.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more are closed at accept, never queued.
+    pub max_connections: u32,
+    /// Whether the relay uses splice(2).
+    pub splice: SpliceMode,
+}
+
+impl Limits {
+    pub const DEFAULT_DETECT_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+    pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
+    /// The largest `max_connections` accepted from any source.
+    pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            detect_timeout: Duration::from_millis(Self::DEFAULT_DETECT_TIMEOUT_MS),
+            connect_timeout: Duration::from_millis(Self::DEFAULT_CONNECT_TIMEOUT_MS),
+            drain_timeout: Duration::from_millis(Self::DEFAULT_DRAIN_TIMEOUT_MS),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            splice: SpliceMode::default(),
+        }
+    }
+}
+
+/// Everything [`super::run`] needs, validated before it starts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where connections go; shared with whoever reloads it.
+    pub routes: Arc<RouteTable>,
+    pub limits: Limits,
+    /// Counters and histograms, also served by [`super::admin::serve`] when enabled.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ProxyConfig {
+    /// `routes` with the default limits and fresh metrics.
+    pub fn new(routes: Routes) -> Self {
+        ProxyConfig {
+            routes: Arc::new(RouteTable::new(routes)),
+            limits: Limits::default(),
+            metrics: Arc::default(),
+        }
+    }
+}
