@@ -39,8 +39,8 @@ metrics_port=${DEMO_METRICS_PORT:-7003}
 host=127.0.0.1
 
 if [[ -z "${BIN_DIR:-}" ]]; then
-  echo "== building (cargo build --release --bins)"
-  cargo build --release --bins --quiet
+  echo "== building (cargo build --release --bins; the first build compiles libzmq and takes a few minutes)"
+  cargo build --release --bins
   BIN_DIR=target/release
 fi
 
@@ -133,12 +133,31 @@ clients+=("grpc_client#1" "grpc_client#2")
 sleep "$seconds" # the demo's running time, not a readiness wait
 
 for c in "${clients[@]}"; do stop "$c"; done
-if ((stage == 1)); then
-  # The proxy's own per-route counters, read from /metrics before it stops.
+scrape() { # the proxy's /metrics -> $logs/metrics.txt
   exec 3<>"/dev/tcp/$host/$metrics_port"
-  printf 'GET /metrics HTTP/1.1\r\nHost: demo\r\n\r\n' >&3
+  printf 'GET /metrics HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n' >&3
   cat <&3 >"$logs/metrics.txt"
   exec 3<&-
+}
+sum() { # metric name prefix -> sum of its series in $logs/metrics.txt
+  awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { print s + 0 }' "$logs/metrics.txt"
+}
+if ((stage == 1)); then
+  # The proxy's own per-route counters, read from /metrics before it stops, once every
+  # connection it accepted has an outcome (the clients have exited, but the proxy may not
+  # have seen their connections close yet).
+  deadline=$((SECONDS + 30))
+  while scrape; do
+    accepted=$(sum zgp_connections_accepted_total)
+    ended=$(( $(sum zgp_connections_closed_total) + $(sum zgp_connections_rejected_total) ))
+    ((accepted == ended)) && break
+    if ((SECONDS >= deadline)); then
+      echo "demo: the proxy still has $((accepted - ended)) of $accepted connections open" >&2
+      failed=1
+      break
+    fi
+    sleep 0.05 # polling the counters, not waiting for readiness
+  done
 fi
 for s in "${servers[@]}"; do stop "$s"; done
 

@@ -49,9 +49,18 @@ pub fn exit_usage(message: impl std::fmt::Display) -> ! {
 
 /// Raises the soft limit on open files to the hard limit: every proxied connection costs
 /// two descriptors, and the usual soft limit of 1024 would cap the proxy at ~500 clients.
-pub fn raise_fd_limit() {
+/// Returns the limit now in force, if it could be read.
+pub fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open-file limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
     }
 }

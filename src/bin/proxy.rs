@@ -29,8 +29,8 @@ fn bind(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> 
 }
 
 fn main() -> anyhow::Result<()> {
-    let matches = config::command().get_matches();
-    let args = match config::resolve(&matches) {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let args = match config::resolve(&argv) {
         Ok(args) => args,
         Err(config::ConfigError::Args(e)) => e.exit(),
         Err(e) => {
@@ -39,16 +39,17 @@ fn main() -> anyhow::Result<()> {
         }
     };
     args.log.init();
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     let listener = match bind(&args.listen, args.reuse_port) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     };
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+        n => usize::from(n),
     };
-    let config = args.proxy_config();
+    let mut config = args.proxy_config();
+    fit_to_fd_limit(&mut config.limits, fd_limit);
     let metrics_listener = args.metrics_listen.as_ref().map(|addr| {
         std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
             exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
@@ -74,13 +75,49 @@ fn main() -> anyhow::Result<()> {
                 std::future::pending(),
             ));
         }
-        if args.config.is_some() {
-            let reloader = Reloader::new(matches, args.clone(), Arc::clone(&config.routes));
-            tokio::spawn(reloader.on_sighup()?);
-        }
+        // Always: a SIGHUP without --config is logged and ignored, never fatal.
+        let reloader = Reloader::new(argv, args.clone(), Arc::clone(&config.routes));
+        tokio::spawn(reloader.on_sighup()?);
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         proxy::run(listener, config, shutdown).await
     })?;
     Ok(())
+}
+
+/// Descriptors kept for everything but connections: listeners, the runtime, the admin
+/// endpoint's connections, logs.
+const FD_RESERVE: u64 = 64 + admin::MAX_CONNECTIONS as u64;
+
+/// Makes `--max-connections` fit the open-file limit, so that accepting never fails for
+/// want of descriptors below the limit the operator set: each connection costs two (client
+/// and backend) plus its share of splice pipes. Logs what it did.
+fn fit_to_fd_limit(limits: &mut proxy::Limits, fd_limit: Option<u64>) {
+    let Some(fd_limit) = fd_limit else { return };
+    let per_connection: u64 = match limits.splice {
+        proxy::relay::SpliceMode::Off => 2,
+        // A pipe (2 fds) per bulk direction; pipes that cannot be had fall back to copying.
+        proxy::relay::SpliceMode::Auto => 3,
+        proxy::relay::SpliceMode::On => 6,
+    };
+    let fits = fd_limit.saturating_sub(FD_RESERVE) / per_connection;
+    let wanted = u64::from(limits.max_connections);
+    if fits >= wanted {
+        tracing::debug!(
+            fd_limit,
+            max_connections = wanted,
+            "open-file limit suffices"
+        );
+        return;
+    }
+    let lowered = fits.clamp(1, wanted) as u32;
+    tracing::warn!(
+        fd_limit,
+        fds_per_connection = per_connection,
+        requested = wanted,
+        max_connections = lowered,
+        "open-file limit too low for --max-connections: lowered to what it allows \
+         (raise the hard limit, e.g. LimitNOFILE= in systemd, to serve more)"
+    );
+    limits.max_connections = lowered;
 }

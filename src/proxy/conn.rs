@@ -13,12 +13,14 @@
 //! its futures (timers, address lookup, the prefix buffer) are several times the size of
 //! the relay's, and only the relay phase lasts, so an open connection's task stays small.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::detect::{detect, Detection, MAX_PREFIX_LEN};
 use super::io::PrefixedStream;
@@ -27,7 +29,8 @@ use super::outcome::{BackendErrorKind, Outcome, RejectReason, RelayEnd};
 use super::relay::Relay;
 use super::routes::{decide, BackendAddr, Decision, LocalServer, RouteName, Routes, Sniffed};
 use super::routes::{Target, Unrouted};
-use super::settings::ProxyConfig;
+use super::settings::{Limits, ProxyConfig};
+use super::sweep::{Sweeper, Verdict};
 use super::tls::{self, Hello};
 
 /// Bytes buffered while detecting: room for the longest signature and a little more. It
@@ -36,45 +39,48 @@ use super::tls::{self, Hello};
 const PREFIX_BUF_LEN: usize = 64;
 const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
 
-/// Serves one accepted connection until it ends, then observes its outcome. `cut` is
-/// cancelled when the drain timeout expires: whatever is still open is reset.
-pub(super) async fn serve(
+/// Serves one accepted connection until it ends, then observes its outcome. `sweeper`
+/// tells it when it has been idle too long or the drain timeout has cut it: it is reset.
+///
+/// The set-up phase is allocated here, before the task starts, and freed when it ends; the
+/// task itself holds only what the relay phase needs.
+pub(super) fn serve<'a>(
     client: TcpStream,
     peer: SocketAddr,
-    config: &ProxyConfig,
-    cut: &CancellationToken,
-) {
+    config: &'a ProxyConfig,
+    sweeper: &'a Sweeper,
+) -> impl std::future::Future<Output = ()> + 'a {
     let started = Instant::now();
-    let routes = config.routes.current();
-    let opened = tokio::select! {
-        opened = Box::pin(open(client, peer, &routes, config, started)) => opened,
-        _ = cut.cancelled() => Err(rejected(RejectReason::DrainTimeout, 0, None)),
-    };
-    let outcome = match opened {
-        Ok(opened) => relay(opened, config, cut).await,
-        Err(outcome) => outcome,
-    };
-    observe::closed(&config.metrics, &outcome, started.elapsed());
+    let setup = Box::pin(async move {
+        tokio::select! {
+            opened = open(client, peer, config, started) => opened,
+            _ = sweeper.cut_done() => Err(rejected(RejectReason::DrainTimeout, 0, None)),
+        }
+    });
+    async move {
+        let outcome = relay(setup.await, config, sweeper).await;
+        observe::closed(&config.metrics, &outcome, started.elapsed());
+    }
 }
 
 /// A connection that reached its backend, with the prefix already replayed.
-struct Opened<'r> {
+struct Opened {
     client: TcpStream,
     upstream: TcpStream,
     route: RouteName,
-    backend: &'r BackendAddr,
-    replayed: usize,
+    backend: BackendAddr,
+    replayed: u32,
 }
 
 /// Set-up: sniff, decide, connect, replay. `Err` is the outcome of a connection that ends
 /// here.
-async fn open<'r>(
+async fn open(
     mut client: TcpStream,
     peer: SocketAddr,
-    routes: &'r Routes,
     config: &ProxyConfig,
     started: Instant,
-) -> Result<Opened<'r>, Outcome<'r>> {
+) -> Result<Opened, Outcome> {
+    let routes = &*config.routes.current();
     // The addresses for a PROXY header are taken now, while the connection is surely
     // established: a client that resets later must not make the header go missing.
     let dialled = match routes.proxy_protocol.is_empty() {
@@ -91,18 +97,19 @@ async fn open<'r>(
     let span = tracing::Span::current();
     span.record("route", route.as_str());
     let backend = match target {
-        Target::Backend(addr) => addr,
+        Target::Backend(addr) => addr.clone(),
         Target::Local(server) => {
-            observe::routed(&config.metrics, route, "local", started.elapsed());
+            observe::routed(&config.metrics, route, "local", started.elapsed(), None);
             return Err(hand_over(server, route, client, prefix).await);
         }
     };
     span.record("backend", backend.as_str());
-    let upstream = connect(backend, config.limits.connect_timeout)
+    let detected = started.elapsed();
+    let upstream = connect(&backend, &config.limits)
         .await
         .map_err(|(kind, error)| Outcome::BackendUnavailable {
             route,
-            backend,
+            backend: backend.clone(),
             kind,
             error,
         })?;
@@ -111,18 +118,28 @@ async fn open<'r>(
             span.record("local_port", local.port());
         }
     }
-    let header = dialled.map(|dialled| (peer, dialled));
-    observe::routed(&config.metrics, route, backend.as_str(), started.elapsed());
+    let header = match (routes.proxy_protocol.contains(&route), dialled) {
+        (true, Some(dialled)) => Some((peer, dialled)),
+        _ => None,
+    };
+    let connect = started.elapsed() - detected;
+    observe::routed(
+        &config.metrics,
+        route,
+        backend.as_str(),
+        detected,
+        Some(connect),
+    );
     let mut opened = Opened {
         client,
         upstream,
         route,
         backend,
-        replayed: prefix.len(),
+        replayed: prefix.len() as u32,
     };
     match replay(&mut opened.upstream, header, prefix.bytes()).await {
         Ok(()) => Ok(opened),
-        Err(e) => Err(ended(opened, 0, 0, RelayEnd::Error(e))),
+        Err(e) => Err(ended(&opened, 0, 0, RelayEnd::Error(e))),
     }
 }
 
@@ -162,7 +179,7 @@ async fn sniff(
     routes: &Routes,
     prefix: &mut Prefix,
     deadline: tokio::time::Instant,
-) -> Result<Sniffed, Outcome<'static>> {
+) -> Result<Sniffed, Outcome> {
     let detected = tokio::time::timeout_at(deadline, read_prefix(client, prefix)).await;
     match detected {
         Err(_elapsed) => Ok(Sniffed::Silent),
@@ -182,10 +199,7 @@ async fn sniff(
 
 /// Reads until the detector decides: `Matched` or `NoMatch`. The bytes stay in `prefix`
 /// (valid even if this future is dropped by the detect timeout).
-async fn read_prefix(
-    client: &mut TcpStream,
-    prefix: &mut Prefix,
-) -> Result<Detection, Outcome<'static>> {
+async fn read_prefix(client: &mut TcpStream, prefix: &mut Prefix) -> Result<Detection, Outcome> {
     // Clients send their prefix right after the handshake, so by the time the connection is
     // accepted it has often arrived: read it directly first (the socket is non-blocking),
     // and wait for readiness only if it has not. That saves a trip through the event loop.
@@ -224,7 +238,7 @@ fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
 async fn read_client_hello(
     client: &mut TcpStream,
     prefix: &mut Prefix,
-) -> Result<Sniffed, Outcome<'static>> {
+) -> Result<Sniffed, Outcome> {
     prefix.hello.extend_from_slice(&prefix.buf[..prefix.filled]);
     loop {
         match tls::parse(&prefix.hello) {
@@ -245,11 +259,12 @@ async fn read_client_hello(
     }
 }
 
-/// Connects to `backend` within `timeout`.
+/// Connects to `backend` within the connect timeout.
 async fn connect(
     backend: &BackendAddr,
-    timeout: Duration,
+    limits: &Limits,
 ) -> Result<TcpStream, (BackendErrorKind, std::io::Error)> {
+    let timeout = limits.connect_timeout;
     let upstream = match tokio::time::timeout(timeout, TcpStream::connect(backend.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err((BackendErrorKind::of(&e), e)),
@@ -264,6 +279,9 @@ async fn connect(
     // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
     // client socket inherited TCP_NODELAY from the listener.
     let _ = upstream.set_nodelay(true);
+    if let Some(keepalive) = limits.keepalive() {
+        let _ = socket2::SockRef::from(&upstream).set_tcp_keepalive(&keepalive);
+    }
     Ok(upstream)
 }
 
@@ -285,35 +303,49 @@ async fn replay(
     }
 }
 
-/// Relays until both directions end, either fails, or the drain timeout cuts it.
-async fn relay<'r>(
-    opened: Opened<'r>,
+/// Relays until both directions end, either fails, it has been idle too long, or the
+/// drain timeout cuts it. It takes the set-up's result as it is, and borrows the sockets in
+/// place: moving them out would cost every open connection a second copy in this
+/// (long-lived) future.
+async fn relay(
+    opened: Result<Opened, Outcome>,
     config: &ProxyConfig,
-    cut: &CancellationToken,
-) -> Outcome<'r> {
-    let mut relay = Relay::new(&opened.client, &opened.upstream, config.limits.splice);
-    let end = tokio::select! {
-        result = &mut relay => match result {
-            Ok(()) => RelayEnd::Clean,
-            Err(e) => RelayEnd::Error(e),
-        },
-        _ = cut.cancelled() => RelayEnd::DrainTimeout,
+    sweeper: &Sweeper,
+) -> Outcome {
+    let opened = match opened {
+        Err(outcome) => return outcome,
+        Ok(ref opened) => opened,
     };
+    let mut relay = Relay::new(&opened.client, &opened.upstream, config.limits.splice);
+    let mut watch = std::pin::pin!(sweeper.watch());
+    // Polled by hand rather than with `select!`: this future lives as long as the
+    // connection, and the macro's bookkeeping would add to every open connection.
+    let end = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = Pin::new(&mut relay).poll(cx) {
+            return Poll::Ready(result.map_or_else(RelayEnd::Error, |()| RelayEnd::Clean));
+        }
+        let moved = relay.to_backend() + relay.to_client();
+        watch.as_mut().poll(cx, moved).map(|verdict| match verdict {
+            Verdict::Idle => RelayEnd::Idle,
+            Verdict::Cut => RelayEnd::DrainTimeout,
+        })
+    })
+    .await;
     let (up, down) = (relay.to_backend(), relay.to_client());
     ended(opened, up, down, end)
 }
 
 /// The outcome of a relayed connection. Anything but a clean end resets both sides, so an
 /// abrupt end is never disguised as an orderly FIN: zero linger makes the close send RST.
-fn ended(opened: Opened<'_>, up: u64, down: u64, end: RelayEnd) -> Outcome<'_> {
+fn ended(opened: &Opened, up: u64, down: u64, end: RelayEnd) -> Outcome {
     if !matches!(end, RelayEnd::Clean) {
         let _ = opened.client.set_zero_linger();
         let _ = opened.upstream.set_zero_linger();
     }
     Outcome::Relayed {
         route: opened.route,
-        backend: opened.backend,
-        to_backend: up + opened.replayed as u64,
+        backend: opened.backend.clone(),
+        to_backend: up + u64::from(opened.replayed),
         to_client: down,
         end,
     }
@@ -326,13 +358,13 @@ async fn hand_over(
     route: RouteName,
     client: TcpStream,
     prefix: Prefix,
-) -> Outcome<'static> {
+) -> Outcome {
     let stream = PrefixedStream::new(prefix.bytes().to_vec(), client);
     let delivered = server.0.send(stream).await.is_ok();
     Outcome::Local { route, delivered }
 }
 
-fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome<'static> {
+fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome {
     Outcome::Rejected {
         reason,
         received,
@@ -340,11 +372,11 @@ fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Ou
     }
 }
 
-fn read_error(e: &std::io::Error) -> Outcome<'static> {
+fn read_error(e: &std::io::Error) -> Outcome {
     rejected(RejectReason::ReadError, 0, Some(e.to_string()))
 }
 
-fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome<'static> {
+fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome {
     match (why, sniffed) {
         (Unrouted::Silent, _) => rejected(RejectReason::DetectTimeout, received, None),
         (Unrouted::NoTlsRoute, Sniffed::Tls(hello)) => rejected(
@@ -355,3 +387,6 @@ fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome<'stati
         _ => rejected(RejectReason::Unrecognised, received, None),
     }
 }
+
+#[cfg(test)]
+mod tests;

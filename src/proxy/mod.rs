@@ -23,6 +23,7 @@
 //! | [`observe`] | the one place a connection is logged and counted |
 //! | [`metrics`], [`admin`] | the Prometheus registry, and the HTTP endpoint that serves it |
 //! | [`settings`] | [`ProxyConfig`], [`Limits`] and every default |
+//! | [`sweep`] | wakes open connections to check the idle timeout and the drain cut |
 
 pub mod admin;
 mod conn;
@@ -36,6 +37,7 @@ pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod settings;
+pub mod sweep;
 pub mod tls;
 
 pub use routes::{

@@ -15,8 +15,20 @@ use super::outcome::{Closed, Direction, Outcome, RejectReason, RelayEnd};
 use super::routes::RouteName;
 
 /// The connection reached its backend (or the local server): it is now active.
-pub fn routed(metrics: &Metrics, route: RouteName, backend: &str, detect: Duration) {
+/// `detect` is the time from accept to the decision, `connect` the backend connect's.
+pub fn routed(
+    metrics: &Metrics,
+    route: RouteName,
+    backend: &str,
+    detect: Duration,
+    connect: Option<Duration>,
+) {
     metrics.detect_seconds.observe(detect.as_secs_f64());
+    if let Some(connect) = connect {
+        let labels = RouteLabels { route };
+        let histogram = metrics.connect_seconds.get_or_create(&labels);
+        histogram.observe(connect.as_secs_f64());
+    }
     metrics.active.get_or_create(&RouteLabels { route }).inc();
     info!(%route, %backend, "routed");
 }
@@ -32,7 +44,7 @@ pub fn refused(metrics: &Metrics) {
 }
 
 /// The connection is over: count it, then log one line.
-pub fn closed(metrics: &Metrics, outcome: &Outcome<'_>, duration: Duration) {
+pub fn closed(metrics: &Metrics, outcome: &Outcome, duration: Duration) {
     count(metrics, outcome);
     log(outcome, duration.as_millis() as u64);
 }
@@ -85,7 +97,7 @@ fn count(metrics: &Metrics, outcome: &Outcome) {
     }
 }
 
-fn log(outcome: &Outcome<'_>, duration_ms: u64) {
+fn log(outcome: &Outcome, duration_ms: u64) {
     match outcome {
         // A client that connects and leaves without a byte is a port probe or a TCP
         // health check, not news; everything else rejected is worth a line.
@@ -93,18 +105,19 @@ fn log(outcome: &Outcome<'_>, duration_ms: u64) {
             reason: RejectReason::ClosedEarly,
             received: 0,
             ..
-        } => debug!(
-            route = "none",
-            reason = "client closed before sending anything",
-            duration_ms,
-            "closed"
-        ),
+        } => debug!(route = %"none", reason = %"client closed before sending anything",
+                    duration_ms, "closed"),
         Outcome::Rejected {
             reason,
             received,
-            detail,
-        } => info!(route = "none", reason = %describe(*reason, *received),
-                   detail = detail.as_deref().unwrap_or(""), duration_ms, "closed"),
+            detail: None,
+        } => info!(route = %"none", reason = %describe(*reason, *received), duration_ms, "closed"),
+        Outcome::Rejected {
+            reason,
+            received,
+            detail: Some(detail),
+        } => info!(route = %"none", reason = %describe(*reason, *received), %detail, duration_ms,
+                   "closed"),
         Outcome::BackendUnavailable {
             route,
             backend,
@@ -132,6 +145,9 @@ fn log(outcome: &Outcome<'_>, duration_ms: u64) {
             RelayEnd::Error(e) => info!(%route, %backend, bytes_to_backend = to_backend,
                                         bytes_to_client = to_client, duration_ms,
                                         error = %e, "closed with error"),
+            RelayEnd::Idle => info!(%route, %backend, bytes_to_backend = to_backend,
+                                    bytes_to_client = to_client, duration_ms,
+                                    "closed: idle timeout (reset both sides)"),
             RelayEnd::DrainTimeout => warn!(%route, %backend, bytes_to_backend = to_backend,
                                             bytes_to_client = to_client, duration_ms,
                                             "closed: cut at the drain timeout (reset both sides)"),

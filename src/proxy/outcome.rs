@@ -38,6 +38,8 @@ pub enum Closed {
     Local,
     /// Still open when the drain timeout expired: reset on both sides.
     DrainTimeout,
+    /// No byte either way for the idle timeout: reset on both sides.
+    Idle,
 }
 
 /// Which way bytes went.
@@ -76,6 +78,7 @@ impl Closed {
             Closed::BackendUnavailable => "backend_unavailable",
             Closed::Local => "local",
             Closed::DrainTimeout => "drain_timeout",
+            Closed::Idle => "idle",
         }
     }
 }
@@ -109,7 +112,7 @@ impl BackendErrorKind {
 
 /// Everything the observer needs to know about one connection's end.
 #[derive(Debug)]
-pub enum Outcome<'r> {
+pub enum Outcome {
     /// Closed before a route was chosen. `detail` says what was seen (e.g. the TLS names
     /// that matched no rule), already truncated for the log.
     Rejected {
@@ -120,7 +123,7 @@ pub enum Outcome<'r> {
     /// Routed, but the backend could not be reached.
     BackendUnavailable {
         route: RouteName,
-        backend: &'r BackendAddr,
+        backend: BackendAddr,
         kind: BackendErrorKind,
         error: io::Error,
     },
@@ -129,7 +132,7 @@ pub enum Outcome<'r> {
     /// Relayed to `backend` until it ended as `end`.
     Relayed {
         route: RouteName,
-        backend: &'r BackendAddr,
+        backend: BackendAddr,
         to_backend: u64,
         to_client: u64,
         end: RelayEnd,
@@ -145,9 +148,11 @@ pub enum RelayEnd {
     Error(io::Error),
     /// Cut at the drain timeout; both sides were reset.
     DrainTimeout,
+    /// Nothing moved either way for the idle timeout; both sides were reset.
+    Idle,
 }
 
-impl Outcome<'_> {
+impl Outcome {
     /// The `outcome` label for routed connections; `None` for rejected ones.
     pub fn closed(&self) -> Option<(RouteName, Closed)> {
         match self {
@@ -160,6 +165,7 @@ impl Outcome<'_> {
                     RelayEnd::Clean => Closed::Ok,
                     RelayEnd::Error(_) => Closed::Error,
                     RelayEnd::DrainTimeout => Closed::DrainTimeout,
+                    RelayEnd::Idle => Closed::Idle,
                 },
             )),
         }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use super::conn;
 use super::observe;
 use super::settings::ProxyConfig;
+use super::sweep::Sweeper;
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting (the port closes) and
 /// drains: open connections get `config.limits.drain_timeout` to finish, then are reset.
@@ -37,10 +37,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
         permits: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+        sweeper: Sweeper::new(config.limits.idle_timeout),
         config,
         next_id: AtomicU64::new(1),
         tracker: TaskTracker::new(),
-        cut: CancellationToken::new(),
         refusals: Default::default(),
     });
     let addr = listener.local_addr()?;
@@ -49,8 +49,15 @@ pub async fn run(
     let routes = server.config.routes.current();
     info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
           max_connections = server.config.limits.max_connections, "listening");
-    accept_loop(listener, &server, shutdown).await;
-    server.drain().await;
+    tokio::select! {
+        _ = accept_loop(listener, &server, shutdown) => {}
+        _ = server.sweeper.tick() => {}
+    }
+    // Idle connections are still closed while draining.
+    tokio::select! {
+        _ = server.drain() => {}
+        _ = server.sweeper.tick() => {}
+    }
     Ok(())
 }
 
@@ -61,8 +68,8 @@ struct Server {
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
     tracker: TaskTracker,
-    /// Cancelled at the drain timeout: connections still open are reset.
-    cut: CancellationToken,
+    /// Wakes connections to check for idleness, and to be reset at the drain timeout.
+    sweeper: Sweeper,
     refusals: std::sync::Mutex<Refusals>,
 }
 
@@ -95,7 +102,7 @@ impl Server {
         let server = Arc::clone(self);
         self.tracker.spawn(
             async move {
-                conn::serve(client, peer, &server.config, &server.cut).await;
+                conn::serve(client, peer, &server.config, &server.sweeper).await;
                 drop(permit);
             }
             .instrument(span),
@@ -115,7 +122,7 @@ impl Server {
             return;
         }
         let open = self.open_connections();
-        self.cut.cancel();
+        self.sweeper.cut();
         warn!(
             open,
             drain_timeout_ms = timeout.as_millis() as u64,
@@ -134,12 +141,21 @@ async fn accept_loop(
     tokio::pin!(shutdown);
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux), one syscall fewer per
     // connection than setting it on each.
-    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+    let socket = socket2::SockRef::from(&listener);
+    if let Err(e) = socket.set_tcp_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
+    // Keepalive is inherited the same way (tested in `conn::tests`).
+    if let Some(keepalive) = server.config.limits.keepalive() {
+        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+            warn!(error = %e, "cannot set TCP keepalive on the listener");
+        }
     }
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
+            // Shutdown first: once asked to stop, no further connection is taken on.
+            biased;
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
@@ -158,6 +174,7 @@ async fn accept_loop(
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::select! {
+                    biased;
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }

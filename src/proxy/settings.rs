@@ -23,6 +23,11 @@ pub struct Limits {
     pub max_connections: u32,
     /// Whether the relay uses splice(2).
     pub splice: SpliceMode,
+    /// A relayed connection with no byte either way for this long is reset on both sides;
+    /// `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on both hops: first probe after this much silence; `None`: off.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Limits {
@@ -30,8 +35,29 @@ impl Limits {
     pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
     pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
+    pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+    pub const DEFAULT_TCP_KEEPALIVE_MS: u64 = 60_000;
     /// The largest `max_connections` accepted from any source.
     pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
+
+    /// Milliseconds as an optional duration: 0 means off.
+    pub fn millis(ms: u64) -> Option<Duration> {
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// The keepalive settings for a socket: probes every sixth of the idle time (at least
+    /// a second), six of them, so a dead peer is given up about twice the idle time after
+    /// its last sign of life.
+    pub fn keepalive(&self) -> Option<socket2::TcpKeepalive> {
+        let idle = self.tcp_keepalive?;
+        let interval = (idle / 6).max(Duration::from_secs(1));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval);
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+        let keepalive = keepalive.with_retries(6);
+        Some(keepalive)
+    }
 }
 
 impl Default for Limits {
@@ -42,6 +68,8 @@ impl Default for Limits {
             drain_timeout: Duration::from_millis(Self::DEFAULT_DRAIN_TIMEOUT_MS),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             splice: SpliceMode::default(),
+            idle_timeout: Self::millis(Self::DEFAULT_IDLE_TIMEOUT_MS),
+            tcp_keepalive: Self::millis(Self::DEFAULT_TCP_KEEPALIVE_MS),
         }
     }
 }
