@@ -230,7 +230,17 @@ impl Direction {
     fn splice_step(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<usize> {
         let pipe = match &mut self.pipe {
             Some(p) => p,
-            None => self.pipe.insert(splice::Pipe::new()?),
+            None => match splice::Pipe::new() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                // Out of descriptors (EMFILE/ENFILE) or pipe memory: a healthy transfer
+                // must not fail for want of an optimisation. Copy this direction instead.
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe for splice(2); copying instead");
+                    self.splicing = false;
+                    self.mode = SpliceMode::Off;
+                    return self.copy_step(from, to);
+                }
+            },
         };
         let n = pipe.fill(from)?;
         self.in_pipe = n;
