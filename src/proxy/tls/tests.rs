@@ -1,5 +1,7 @@
 use super::*;
 
+mod properties;
+
 /// `bytes` behind a 2-byte length.
 fn vec16(bytes: &[u8]) -> Vec<u8> {
     let mut v = (bytes.len() as u16).to_be_bytes().to_vec();
