@@ -1,5 +1,6 @@
 use super::*;
 
+mod captured;
 mod properties;
 
 /// `bytes` behind a 2-byte length.
