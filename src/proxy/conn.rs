@@ -234,7 +234,7 @@ fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     (&*socket2::SockRef::from(client)).read(buf)
 }
 
-/// Reads on until `prefix.hello` holds a whole ClientHello record.
+/// Reads on until `prefix.hello` holds a whole ClientHello message.
 async fn read_client_hello(
     client: &mut TcpStream,
     prefix: &mut Prefix,
@@ -247,7 +247,7 @@ async fn read_client_hello(
             Hello::NeedMore => {}
         }
         let mut chunk = [0u8; 2048];
-        let want = (tls::MAX_RECORD - prefix.hello.len()).min(chunk.len());
+        let want = (tls::MAX_HELLO_BYTES - prefix.hello.len()).min(chunk.len());
         let n = client
             .read(&mut chunk[..want])
             .await
