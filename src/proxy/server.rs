@@ -171,6 +171,7 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the process or system is out of resources. Slow
                 // down instead of spinning; established connections keep being served.
+                server.config.metrics.accept_errors.inc();
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::select! {

@@ -1,7 +1,8 @@
-//! Out of descriptors, a transfer that wanted `splice(2)` copies instead of failing.
+//! Out of descriptors: a transfer that wanted `splice(2)` copies instead of failing, and an
+//! accept loop that hits EMFILE backs off and serves again once descriptors free up.
 //!
-//! Its own test binary: it lowers the process's open-file limit, which would disturb any
-//! other test running beside it.
+//! Its own test binary: the tests lower the process's open-file limit, which would disturb
+//! any other test running beside them, and they take turns (`LIMIT`) for the same reason.
 
 use std::time::Duration;
 
@@ -18,9 +19,13 @@ fn free_fd(k: usize) -> u64 {
     (0..).filter(|n| !open(*n)).nth(k).unwrap()
 }
 
+/// One test at a time changes the process's open-file limit.
+static LIMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_transfer_copies_when_no_pipe_can_be_had() {
+    let _turn = LIMIT.lock().await;
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap().to_string();
     let echo = tokio::spawn(async move {
@@ -43,7 +48,10 @@ async fn a_transfer_copies_when_no_pipe_can_be_had() {
     }));
 
     let mut client = TcpStream::connect(addr).await.unwrap();
-    while !metrics.encode().contains("zgp_connections_accepted_total 1") {
+    while !metrics
+        .encode()
+        .contains("zgp_connections_accepted_total 1")
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Room for exactly two more descriptors: the proxy's socket to the backend and the
@@ -73,4 +81,48 @@ async fn a_transfer_copies_when_no_pipe_can_be_had() {
     assert!(metrics
         .encode()
         .contains("zgp_connections_closed_total{route=\"zmq\",outcome=\"ok\"} 1"));
+}
+
+#[tokio::test]
+async fn accept_survives_running_out_of_descriptors_and_serves_again() {
+    let _turn = LIMIT.lock().await;
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap().to_string();
+    let config = ProxyConfig::new(Routes::to_backends(
+        backend_addr.parse().unwrap(),
+        backend_addr.parse().unwrap(),
+    ));
+    let metrics = std::sync::Arc::clone(&config.metrics);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(proxy::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    // No descriptor left for the proxy to accept with: the client waits in the backlog.
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    // The client's socket exists before the limit drops; connecting it needs no new one.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, free_fd(0), hard).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut client = TcpStream::from_std(socket.into()).unwrap();
+    // Accept fails (EMFILE) and is retried with back-off, without ending the proxy.
+    while !metrics.encode().contains("zgp_accept_errors_total 3") {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!proxy.is_finished());
+    assert!(!metrics
+        .encode()
+        .contains("zgp_connections_accepted_total 1"));
+    rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard).unwrap();
+    // Descriptors are back: the waiting client is accepted and routed.
+    client.write_all(&ZMTP_SIGNATURE).await.unwrap();
+    let (mut upstream, _) = backend.accept().await.unwrap();
+    let mut got = [0u8; 10];
+    upstream.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, ZMTP_SIGNATURE);
+    drop((client, upstream));
+    let _ = stop.send(());
+    proxy.await.unwrap().unwrap();
 }
