@@ -19,13 +19,27 @@ fn free_fd(k: usize) -> u64 {
     (0..).filter(|n| !open(*n)).nth(k).unwrap()
 }
 
-/// One test at a time changes the process's open-file limit.
-static LIMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One test at a time changes the process's open-file limit, and the other's runtime is
+/// not even built meanwhile (building one opens descriptors).
+static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` on its own runtime, alone.
+fn alone<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+    let _turn = LIMIT.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+}
 
 #[cfg(target_os = "linux")]
-#[tokio::test]
-async fn a_transfer_copies_when_no_pipe_can_be_had() {
-    let _turn = LIMIT.lock().await;
+#[test]
+fn a_transfer_copies_when_no_pipe_can_be_had() {
+    alone(transfer_copies_when_no_pipe_can_be_had)
+}
+
+async fn transfer_copies_when_no_pipe_can_be_had() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap().to_string();
     let echo = tokio::spawn(async move {
@@ -83,9 +97,12 @@ async fn a_transfer_copies_when_no_pipe_can_be_had() {
         .contains("zgp_connections_closed_total{route=\"zmq\",outcome=\"ok\"} 1"));
 }
 
-#[tokio::test]
-async fn accept_survives_running_out_of_descriptors_and_serves_again() {
-    let _turn = LIMIT.lock().await;
+#[test]
+fn accept_survives_running_out_of_descriptors_and_serves_again() {
+    alone(accept_survives_emfile)
+}
+
+async fn accept_survives_emfile() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap().to_string();
     let config = ProxyConfig::new(Routes::to_backends(
