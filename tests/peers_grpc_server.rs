@@ -3,12 +3,14 @@
 //! * SIGTERM with a client stream held open: the port closes at once, the stream gets
 //!   `--drain-timeout-ms`, then it is cancelled and the server exits 0;
 //! * SIGTERM while a stream that will end is in flight: it finishes, then exit 0;
-//! * a second signal while draining: exit 130 at once.
+//! * a second signal while draining: exit 130 at once;
+//! * every accepted connection has `TCP_NODELAY`, checked on the server's own socket.
 
 mod common;
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -167,4 +169,84 @@ fn drain_timeout_flag_is_in_help_with_its_env_var() {
         "{help}"
     );
     assert!(help.contains("[default: 5000]"), "{help}");
+}
+
+/// HTTP/2 client preface and an empty SETTINGS frame.
+const H2_OPENING: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[test]
+fn accepted_connections_have_tcp_nodelay() {
+    for (mode, mode_args) in modes() {
+        let (server, addr) = start_server(&mode_args, &[], &[]);
+        let mut client = TcpStream::connect(&addr).unwrap();
+        client.write_all(H2_OPENING).unwrap();
+        // The server's SETTINGS frame: the HTTP/2 server (tonic) owns the connection now.
+        let mut frame = [0u8; 9];
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.read_exact(&mut frame).unwrap();
+        assert_eq!(
+            frame[3], 4,
+            "{mode}: first frame is not SETTINGS: {frame:?}"
+        );
+
+        match server_side_nodelay(server.pid(), &client) {
+            Ok(nodelay) => assert!(nodelay, "{mode}: TCP_NODELAY is off on the accepted socket"),
+            // Some sandboxes forbid taking another process's descriptor; say so loudly.
+            Err(why) => eprintln!("SKIPPED accepted_connections_have_tcp_nodelay ({mode}): {why}"),
+        }
+    }
+}
+
+/// Reads `TCP_NODELAY` on the server's end of `client`, inside the server process: the
+/// socket's inode comes from /proc/PID/net/tcp (matched on both ports), its descriptor from
+/// /proc/PID/fd, and pidfd_getfd(2) duplicates it into this process.
+fn server_side_nodelay(pid: u32, client: &TcpStream) -> Result<bool, String> {
+    let (local, peer) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    let table =
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    let port_of =
+        |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap_or(""), 16).ok();
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 9 && port_of(f[1]) == Some(peer.port()) && port_of(f[2]) == Some(local.port())
+        })
+        .map(|f| f[9].to_owned())
+        .ok_or("the server's socket is not in /proc/PID/net/tcp")?;
+    let wanted = format!("socket:[{inode}]");
+    let fd: RawFd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == wanted))
+        .and_then(|e| e.file_name().to_string_lossy().parse().ok())
+        .ok_or("the server holds no descriptor for its socket")?;
+
+    // SAFETY: plain syscalls on integers; every descriptor returned is owned exactly once.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        if pidfd < 0 {
+            return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
+        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        if dup < 0 {
+            return Err(format!("pidfd_getfd: {}", std::io::Error::last_os_error()));
+        }
+        let socket = OwnedFd::from_raw_fd(dup as RawFd);
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return Err(format!("getsockopt: {}", std::io::Error::last_os_error()));
+        }
+        Ok(value != 0)
+    }
 }

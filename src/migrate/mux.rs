@@ -12,6 +12,12 @@
 //! forwarded ZeroMQ connections as the proxy drains them (reset at the timeout), gRPC
 //! calls through [`serve_incoming`] (cancelled at the timeout).
 //!
+//! `TCP_NODELAY` is set on the listener before serving starts, so every socket accepted
+//! from it inherits the option, and again on each connection handed to tonic. Linux copies
+//! the option when the handshake completes, before `accept`, so a connection that arrives
+//! before the listener has it keeps Nagle on for life; [`proxy::run`] sets it only after
+//! announcing `listening`, too late for a client that connects at once.
+//!
 //! ```
 //! use std::time::Duration;
 //! use zmq_grpc_proxy::peers::grpc_server::{router, IngestService};
@@ -38,6 +44,7 @@ use std::io;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::grpc_server::serve_incoming;
@@ -90,6 +97,7 @@ pub async fn serve(
         tls: None,
     });
     proxy_config.limits = config.limits;
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
     // The one shutdown, seen by both sides; also set if the accept side fails, so the
     // gRPC side never outlives it.
     let stop = CancellationToken::new();
@@ -104,9 +112,16 @@ pub async fn serve(
         stop.cancel();
         result
     };
+    // For connections accepted before the listener had the option (see the module docs).
+    let incoming = ReceiverStream::new(incoming).map(|stream| {
+        if let Err(e) = stream.get_ref().set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        stream
+    });
     let grpc = serve_incoming(
         grpc,
-        ReceiverStream::new(incoming),
+        incoming,
         config.limits.drain_timeout,
         stop.cancelled(),
     );

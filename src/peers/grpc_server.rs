@@ -3,7 +3,9 @@
 //!
 //! Serving is split in two so the mux (stage 2) can reuse the second half:
 //!
-//! * [`accept`] takes connections off the listener, and closes the port at shutdown.
+//! * [`accept`] takes connections off the listener and sets `TCP_NODELAY` on each. tonic's
+//!   own `tcp_nodelay` applies only to listeners it binds itself, never to a stream of
+//!   connections it is handed, and without it small gRPC frames wait behind Nagle.
 //! * [`serve_incoming`] runs the router on any stream of connections and bounds the stop:
 //!   tonic's graceful shutdown waits for every open call, so one client holding a stream
 //!   open would keep the server up forever. Each connection is wrapped so that it can be
@@ -129,8 +131,9 @@ pub async fn router(service: IngestService) -> tonic::transport::server::Router 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets embedded at build time are valid");
+    // No `.tcp_nodelay(true)`: tonic applies it only to listeners it binds, and every
+    // connection here comes from a stream (see `accept`).
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -175,7 +178,8 @@ pub async fn serve(
     served
 }
 
-/// Takes connections off `listener` and hands them to `to_grpc`, until `shutdown` resolves or the receiver is gone; then closes the port. Accept errors
+/// Takes connections off `listener` and hands them to `to_grpc` with `TCP_NODELAY` set,
+/// until `shutdown` resolves or the receiver is gone; then closes the port. Accept errors
 /// never end it: a failed handshake is skipped, running out of descriptors is backed off
 /// (5 ms doubling to 1 s).
 pub async fn accept(
@@ -193,7 +197,9 @@ pub async fn accept(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
-                debug!(%peer, "accepted");
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                }
                 if to_grpc.send(stream).await.is_err() {
                     break; // the gRPC server has stopped
                 }
@@ -389,7 +395,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn the_port_closes_at_shutdown() {
+    async fn accepted_connections_have_nodelay_and_the_port_closes_at_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (to_grpc, mut incoming) = mpsc::channel(1);
@@ -398,7 +404,11 @@ mod tests {
             let _ = stopped.await;
         }));
         let _client = TcpStream::connect(addr).await.unwrap();
-        let _accepted = incoming.recv().await.unwrap();
+        let accepted = incoming.recv().await.unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY off on an accepted socket"
+        );
 
         stop.send(()).unwrap();
         accepting.await.unwrap();
