@@ -98,8 +98,8 @@ pub async fn serve(
     });
     proxy_config.limits = config.limits;
     socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-    // The one shutdown, seen by both sides; also set if the accept side fails, so the
-    // gRPC side never outlives it.
+    // The one shutdown, seen by both sides; also set if either side ends on its own (an
+    // error), so the other never outlives it.
     let stop = CancellationToken::new();
     let signal = async {
         tokio::select! {
@@ -119,12 +119,17 @@ pub async fn serve(
         }
         stream
     });
-    let grpc = serve_incoming(
-        grpc,
-        incoming,
-        config.limits.drain_timeout,
-        stop.cancelled(),
-    );
+    let grpc = async {
+        let served = serve_incoming(
+            grpc,
+            incoming,
+            config.limits.drain_timeout,
+            stop.cancelled(),
+        )
+        .await;
+        stop.cancel();
+        served
+    };
     let ((), accepted, served) = tokio::join!(signal, accept, grpc);
     accepted?;
     served?;

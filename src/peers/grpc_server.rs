@@ -160,20 +160,29 @@ pub async fn serve(
     // stops taking them, and then accepting waits too.
     let (to_grpc, incoming) = mpsc::channel(16);
     let (closed_tx, closed) = oneshot::channel::<()>();
-    let accepting = async move {
-        accept(listener, to_grpc, shutdown).await;
+    // Set if tonic returns on its own (an error): then the port closes too.
+    let grpc_ended = CancellationToken::new();
+    let accepting = async {
+        let stop = async {
+            tokio::select! {
+                () = shutdown => {}
+                () = grpc_ended.cancelled() => {}
+            }
+        };
+        accept(listener, to_grpc, stop).await;
         let _ = closed_tx.send(());
     };
     // The drain starts once the port is closed, so "draining" is never logged while new
     // connections are still being taken.
-    let serving = serve_incoming(
-        router,
-        ReceiverStream::new(incoming),
-        drain_timeout,
-        async {
+    let serving = async {
+        let closed = async {
             let _ = closed.await;
-        },
-    );
+        };
+        let served =
+            serve_incoming(router, ReceiverStream::new(incoming), drain_timeout, closed).await;
+        grpc_ended.cancel();
+        served
+    };
     let ((), served) = tokio::join!(accepting, serving);
     served
 }
