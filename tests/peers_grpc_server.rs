@@ -153,6 +153,7 @@ fn a_second_signal_exits_at_once_with_130() {
             took < Duration::from_secs(5),
             "{mode}: {took:?} after the second signal"
         );
+        eprintln!("{mode}: second signal to exit 130: {took:?}");
     }
 }
 
