@@ -7,9 +7,24 @@
 //!
 //! * Messages are spread over `lanes` by sender; a lane makes one call at a time, so one
 //!   sender's messages reach the server in the order they were pushed.
-//! * A failed call is retried, with back-off, until it succeeds. A lane stuck retrying holds
-//!   its queue (one message), the reader stops reading ZMQ when its lane is full, and ZMQ's
-//!   high-water marks then make the senders wait: backpressure instead of loss.
+//! * A call that failed for a reason that can pass is retried, with back-off, until it
+//!   succeeds. A lane stuck retrying holds its queue (one message), the reader stops reading
+//!   ZMQ when its lane is full, and ZMQ's high-water marks then make the senders wait:
+//!   backpressure instead of loss.
+//! * A message the server rejects for good is dead-lettered: logged with its sender and
+//!   sequence, counted, and not retried, so the messages behind it on its lane move on.
+//!   [`verdict`] decides which failures those are, from the status code alone: codes that
+//!   say *this message* is unacceptable (InvalidArgument, OutOfRange, FailedPrecondition,
+//!   NotFound, AlreadyExists, and ResourceExhausted when it is about the message's size).
+//!   Everything that says something about the server or the path to it (Unavailable,
+//!   DeadlineExceeded, Cancelled, Aborted, Internal, Unknown, DataLoss, Unimplemented,
+//!   Unauthenticated, PermissionDenied, a quota's ResourceExhausted) is retried: it would
+//!   fail every message alike, and dead-lettering would then throw the whole stream away
+//!   during an outage, a wrong deployment or a credentials problem, where holding it with
+//!   backpressure loses nothing.
+//! * Frames longer than `max_message_bytes` (by default the gRPC server's own limit) never
+//!   reach a lane: libzmq drops the connection of the peer that sends one
+//!   (`ZMQ_MAXMSGSIZE`), before the bridge reads or buffers it.
 //! * A call the server carried out but whose answer was lost (the server stopped in
 //!   between) is sent again: at most one duplicate per lane per failure.
 //!
@@ -26,13 +41,21 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::pb::ingest_client::IngestClient;
 use crate::pb::Message;
 
 const POLL: Duration = Duration::from_millis(100);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest sender name or server error message written to the log (both come from the
+/// network).
+const MAX_LOGGED_CHARS: usize = 256;
+
+/// The default for [`BridgeConfig::max_message_bytes`]: what the gRPC server accepts.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = crate::peers::grpc_server::MAX_MESSAGE_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -46,6 +69,8 @@ pub struct BridgeConfig {
     pub timeout: Duration,
     /// At shutdown, how long already-read messages may take to be delivered.
     pub drain_timeout: Duration,
+    /// Longest ZMQ frame accepted; libzmq disconnects a peer that sends a longer one.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +100,22 @@ pub struct BridgeStats {
     pub failed_attempts: AtomicU64,
     /// Frames that were not a `Message` (logged and skipped: nothing to deliver).
     pub malformed: AtomicU64,
+    /// Messages the server rejected for good (logged, not retried).
+    pub dead_lettered: AtomicU64,
 }
 
 impl std::fmt::Display for BridgeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (received, delivered) = (get(&self.received), get(&self.delivered));
+        let dead_lettered = get(&self.dead_lettered);
+        // Every message received ends up in exactly one of delivered, dead_lettered and
+        // undelivered (still in a lane when the drain ended). New keys go at the end.
         write!(
             f,
-            "received={received} delivered={delivered} undelivered={} failed_attempts={} malformed={}",
-            received.saturating_sub(delivered),
+            "received={received} delivered={delivered} undelivered={} failed_attempts={} \
+             malformed={} dead_lettered={dead_lettered}",
+            received.saturating_sub(delivered + dead_lettered),
             get(&self.failed_attempts),
             get(&self.malformed)
         )
@@ -115,6 +146,7 @@ impl Bridge {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PULL)?;
         socket.set_rcvtimeo(POLL.as_millis() as i32)?;
+        socket.set_maxmsgsize(i64::try_from(config.max_message_bytes).unwrap_or(i64::MAX))?;
         socket.set_ipv6(config.bind.contains('['))?;
         socket
             .bind(&config.bind)
@@ -159,7 +191,8 @@ impl Bridge {
                 Arc::clone(&stats),
             )));
         }
-        info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes, "listening");
+        info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
+              max_message_bytes = self.config.max_message_bytes, "listening");
 
         while !stop.load(Ordering::Relaxed) {
             let frame = match self.socket.recv_bytes(0) {
@@ -233,7 +266,61 @@ fn lane_of(sender: &str, lanes: usize) -> usize {
     (h.finish() % lanes as u64) as usize
 }
 
-/// One lane: each message is sent until the server acknowledges it, in arrival order.
+/// What to do with a message whose call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The failure can pass (the server is away, slow, overloaded, misconfigured): send
+    /// the message again, holding the lane.
+    Retry,
+    /// The server will never accept this message: log it, count it, move on.
+    DeadLetter,
+}
+
+/// Decides from a failed call's status whether to retry it (see the module docs for why
+/// each code goes where it does).
+fn verdict(code: Code, message: &str) -> Verdict {
+    match code {
+        Code::InvalidArgument
+        | Code::OutOfRange
+        | Code::FailedPrecondition
+        | Code::NotFound
+        | Code::AlreadyExists => Verdict::DeadLetter,
+        // grpc-go, grpc-java and grpc-core reject an oversized message with this code
+        // (tonic uses OutOfRange); otherwise it is a quota or overload, which passes.
+        Code::ResourceExhausted if is_about_size(message) => Verdict::DeadLetter,
+        Code::ResourceExhausted
+        | Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::PermissionDenied
+        | Code::Aborted
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::Unauthenticated => Verdict::Retry,
+    }
+}
+
+/// Whether a ResourceExhausted message is about the message's size rather than a quota.
+fn is_about_size(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["larger than max", "exceeds maximum", "too large"]
+        .iter()
+        .any(|needle| message.contains(needle))
+}
+
+/// At most [`MAX_LOGGED_CHARS`] characters of a value that came from the network.
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// One lane: each message is sent, in arrival order, until the server acknowledges it or
+/// rejects it for good.
 async fn deliver(
     lane: usize,
     mut queue: mpsc::Receiver<Message>,
@@ -242,25 +329,107 @@ async fn deliver(
     stats: Arc<BridgeStats>,
 ) {
     while let Some(message) = queue.recv().await {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             let mut request = tonic::Request::new(message.clone());
             request.set_timeout(timeout);
-            match client.send(request).await {
+            let status = match client.send(request).await {
                 Ok(_) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     debug!(lane, sequence = message.sequence, sender = %message.sender, "delivered");
                     break;
                 }
-                Err(status) => {
-                    let failed = stats.failed_attempts.fetch_add(1, Ordering::Relaxed) + 1;
-                    warn!(lane, sequence = message.sequence, sender = %message.sender,
-                          error = %status, failed_attempts = failed, retry_in_ms = backoff.as_millis() as u64,
-                          "delivery failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                Err(status) => status,
+            };
+            // The whole status (code, message, source), cut to a loggable length.
+            let (code, error) = (status.code(), status.to_string());
+            let error = truncated(&error);
+            if verdict(code, status.message()) == Verdict::DeadLetter {
+                let dead = stats.dead_lettered.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    lane,
+                    sequence = message.sequence,
+                    sender = %truncated(&message.sender),
+                    size = message.encoded_len(),
+                    ?code,
+                    error = %error,
+                    dead_lettered = dead,
+                    "dead-lettered: the server rejected the message for good; not retried"
+                );
+                break;
             }
+            let failed = stats.failed_attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(
+                lane,
+                sequence = message.sequence,
+                sender = %truncated(&message.sender),
+                ?code,
+                error = %error,
+                failed_attempts = failed,
+                retry_in_ms = backoff.as_millis() as u64,
+                "delivery failed; will retry"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_about_the_message_itself_are_dead_lettered() {
+        use Verdict::*;
+        let table = [
+            // tonic's own size check, server side (the 70 MB case) and client side.
+            (Code::OutOfRange, "Error, decoded message length too large: found 70000010 bytes, the limit is: 67108864 bytes", DeadLetter),
+            (Code::OutOfRange, "Error, encoded message length too large: found 5 bytes, the limit is: 4 bytes", DeadLetter),
+            // Other servers' size checks.
+            (Code::ResourceExhausted, "grpc: received message larger than max (70000010 vs. 4194304)", DeadLetter),
+            (Code::ResourceExhausted, "gRPC message exceeds maximum size 4194304: 70000010", DeadLetter),
+            (Code::ResourceExhausted, "Received message larger than max (70000010 vs. 4194304)", DeadLetter),
+            (Code::InvalidArgument, "payload does not match its sequence", DeadLetter),
+            (Code::FailedPrecondition, "sequence 7 after 5", DeadLetter),
+            (Code::NotFound, "no such topic", DeadLetter),
+            (Code::AlreadyExists, "sequence 3 already stored", DeadLetter),
+            // A quota or an overload passes.
+            (Code::ResourceExhausted, "Quota exceeded for 'writes per minute'", Retry),
+            // The server or the path to it: every message would fail alike.
+            (Code::Unavailable, "tcp connect error: Connection refused", Retry),
+            (Code::DeadlineExceeded, "Deadline expired before operation could complete", Retry),
+            (Code::Cancelled, "Timeout expired", Retry),
+            (Code::Aborted, "transaction aborted", Retry),
+            (Code::Internal, "h2 protocol error: error reading a body from connection", Retry),
+            (Code::Unknown, "transport error", Retry),
+            (Code::DataLoss, "", Retry),
+            (Code::Unimplemented, "unknown service zgproxy.v1.Ingest", Retry),
+            (Code::Unauthenticated, "missing token", Retry),
+            (Code::PermissionDenied, "not allowed", Retry),
+        ];
+        for (code, message, want) in table {
+            assert_eq!(verdict(code, message), want, "{code:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn logged_network_values_are_truncated_on_a_char_boundary() {
+        assert_eq!(truncated("short"), "short");
+        let long = "é".repeat(MAX_LOGGED_CHARS + 10);
+        assert_eq!(truncated(&long).chars().count(), MAX_LOGGED_CHARS);
+    }
+
+    #[test]
+    fn summary_partitions_what_was_received_and_keeps_key_order() {
+        let stats = BridgeStats::default();
+        stats.received.store(10, Ordering::Relaxed);
+        stats.delivered.store(7, Ordering::Relaxed);
+        stats.dead_lettered.store(2, Ordering::Relaxed);
+        stats.failed_attempts.store(4, Ordering::Relaxed);
+        assert_eq!(
+            stats.to_string(),
+            "received=10 delivered=7 undelivered=1 failed_attempts=4 malformed=0 dead_lettered=2"
+        );
     }
 }
