@@ -24,6 +24,7 @@ pub mod config;
 pub mod migrate;
 pub mod peers;
 pub mod proxy;
+pub mod serve;
 pub mod shutdown;
 
 /// Code generated from `proto/messages.proto`.

@@ -47,9 +47,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::peers::grpc_server::serve_incoming;
 use crate::proxy::io::PrefixedStream;
 use crate::proxy::{self, BackendAddr, Limits, LocalServer, ProxyConfig, Routes, Target};
+use crate::serve::serve_incoming;
 
 /// Settings for [`serve`]: where ZeroMQ goes, and the proxy's [`Limits`] (its defaults
 /// unless changed).
