@@ -95,6 +95,7 @@ pub async fn serve(
         fallback: None,
         proxy_protocol: Vec::new(),
         tls: None,
+        accept_proxy_protocol: Vec::new(),
     });
     proxy_config.limits = config.limits;
     socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;

@@ -96,6 +96,7 @@ impl Server {
             "conn",
             id,
             %peer,
+            client = tracing::field::Empty,
             route = tracing::field::Empty,
             backend = tracing::field::Empty,
             local_port = tracing::field::Empty,
