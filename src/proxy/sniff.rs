@@ -120,15 +120,15 @@ async fn read_client_hello(
             Hello::NotTls => return Ok(Sniffed::Unrecognised),
             Hello::NeedMore => {}
         }
-        let mut chunk = [0u8; 2048];
-        let want = (tls::MAX_HELLO_BYTES - prefix.hello.len()).min(chunk.len());
+        // Straight into the buffer (no chunk on the stack of every connection's set-up),
+        // never past the cap; a read cut short by the deadline appends nothing.
+        let want = tls::MAX_HELLO_BYTES - prefix.hello.len();
         let n = client
-            .read(&mut chunk[..want])
+            .read_buf(&mut bytes::BufMut::limit(&mut prefix.hello, want))
             .await
             .map_err(|e| read_error(&e))?;
         if n == 0 {
             return Err(rejected(RejectReason::ClosedEarly, prefix.len(), None));
         }
-        prefix.hello.extend_from_slice(&chunk[..n]);
     }
 }
