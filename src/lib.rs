@@ -19,6 +19,17 @@
 
 #![deny(unsafe_code)]
 
+/// The version every binary reports: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ZGP_GIT_COMMIT"),
+    ")"
+);
+
+/// The git commit built from (`+dirty` with uncommitted changes; `unknown` outside git).
+pub const GIT_COMMIT: &str = env!("ZGP_GIT_COMMIT");
+
 pub mod cli;
 pub mod config;
 pub mod migrate;

@@ -273,3 +273,65 @@ fn a_config_path_that_blocks_stalls_nothing() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn check_prints_the_effective_configuration_and_where_each_value_came_from() {
+    let file = config_file(
+        "check",
+        "zmq_backend = \"10.0.0.5:7001\"\n[[tls_route]]\nalpn = \"h2\"\nbackend = \"10.0.0.6:7443\"\n",
+    );
+    let out = Command::new(bin("proxy"))
+        .args(["--check", "--max-connections", "100", "--config"])
+        .arg(&file)
+        .env("PROXY_DETECT_TIMEOUT_MS", "2000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        text.starts_with("# proxy ") && text.contains("configuration OK"),
+        "{text}"
+    );
+    for (key, value, source) in [
+        ("zmq_backend", "\"10.0.0.5:7001\"", "# file"),
+        ("max_connections", "100", "# flag"),
+        ("detect_timeout_ms", "2000", "# env"),
+        ("grpc_backend", "\"127.0.0.1:7002\"", "# default"),
+    ] {
+        let l = line(key);
+        assert!(l.contains(value) && l.ends_with(source), "{l}");
+    }
+    assert!(text.contains("[[tls_route]]") && text.contains("alpn = \"h2\""));
+    // The output is itself a valid configuration file.
+    let again = config_file(
+        "check-again",
+        &text.replace("[[tls_route]]", "\n[[tls_route]]"),
+    );
+    let out = Command::new(bin("proxy"))
+        .args(["-c", "--config"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Invalid: exit 2 and say why, binding nothing.
+    let bad = config_file("check-bad", "max_connections = 0\n");
+    let out = Command::new(bin("proxy"))
+        .args(["--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_connections"));
+}

@@ -12,7 +12,7 @@ use zmq_grpc_proxy::peers::message::default_sender;
 /// failed and latency percentiles (unary) or the number of streams (stream) on stdout, and
 /// exits 1 if any call failed.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 struct Args {
     /// Server URL (http://HOST:PORT), normally the proxy.
     #[arg(

@@ -11,7 +11,7 @@ use zmq_grpc_proxy::proxy::BackendAddr;
 /// Serves the Ingest service (unary Send, client-streaming SendStream) plus grpc.health.v1
 /// and server reflection; logs every message and prints a summary line on stdout at exit.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 struct Args {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "GRPC_SERVER_BIND", default_value = "127.0.0.1:7002")]

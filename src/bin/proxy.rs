@@ -17,6 +17,9 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(zmq_grpc_proxy::cli::EXIT_USAGE)
         }
     };
+    if args.check {
+        check(&args);
+    }
     args.log.init();
     let fd_limit = raise_fd_limit();
     let listener = match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
@@ -99,4 +102,38 @@ fn fit_to_fd_limit(limits: &mut proxy::Limits, fd_limit: Option<u64>) {
          (raise the hard limit, e.g. LimitNOFILE= in systemd, to serve more)"
     );
     limits.max_connections = lowered;
+}
+
+/// `--check`: everything `resolve` validated, plus the addresses to listen on; prints the
+/// effective configuration and exits 0, or the problems and exits 2. Binds nothing.
+fn check(args: &config::ProxyArgs) -> ! {
+    use std::net::ToSocketAddrs;
+    let mut problems = Vec::new();
+    let listens = std::iter::once(("listen", &args.listen)).chain(
+        args.metrics_listen
+            .as_ref()
+            .map(|addr| ("metrics_listen", addr)),
+    );
+    for (key, addr) in listens {
+        if let Err(e) = addr.to_socket_addrs() {
+            problems.push(format!(
+                "`{key}`: `{addr}` is not an address to listen on: {e}"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        for problem in problems {
+            eprintln!("error: {problem}");
+        }
+        std::process::exit(zmq_grpc_proxy::cli::EXIT_USAGE);
+    }
+    println!(
+        "# proxy {}: configuration OK{}",
+        zmq_grpc_proxy::VERSION,
+        args.config
+            .as_ref()
+            .map_or(String::new(), |p| format!(" ({})", p.display()))
+    );
+    print!("{}", config::check::effective(args));
+    std::process::exit(0)
 }

@@ -14,7 +14,7 @@ use zmq_grpc_proxy::migrate::zmq_bridge::{
 /// large, ...) is dead-lettered: logged with its sender and sequence, counted, not retried.
 /// Prints a summary line on stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 struct Args {
     /// ZMQ endpoint to bind (tcp://HOST:PORT), where zmq_pull used to be.
     #[arg(long, env = "ZMQ_BRIDGE_BIND", default_value = "tcp://127.0.0.1:7001")]

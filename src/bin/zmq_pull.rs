@@ -7,7 +7,7 @@ use zmq_grpc_proxy::peers::zmq_pull::{PullError, Puller};
 /// Binds a ZMQ PULL socket, logs every message (sequence, sender, size) and prints a summary
 /// line on stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 struct Args {
     /// ZMQ endpoint to bind (tcp://HOST:PORT; tcp://HOST:* picks a free port).
     #[arg(long, env = "ZMQ_PULL_BIND", default_value = "tcp://127.0.0.1:7001")]

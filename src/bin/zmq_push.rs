@@ -10,7 +10,7 @@ use zmq_grpc_proxy::peers::zmq_push::{self, PushConfig, PushError};
 /// Connects a ZMQ PUSH socket and sends numbered protobuf messages; prints a summary line on
 /// stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 struct Args {
     /// ZMQ endpoint to connect to (tcp://HOST:PORT), normally the proxy.
     #[arg(long, env = "ZMQ_PUSH_CONNECT", default_value = "tcp://127.0.0.1:7000")]

@@ -7,6 +7,7 @@
 //! refused exactly as `--max-connections 4000000000` is. [`resolve`] does the merge and
 //! records where each value came from; [`reload::Reloader`] re-reads the file on SIGHUP.
 
+pub mod check;
 mod file;
 pub mod reload;
 
@@ -31,7 +32,7 @@ pub use reload::Reloader;
 /// Listens on one TCP port, tells a ZMTP greeting (ZeroMQ) from the HTTP/2 preface (gRPC) in
 /// each connection's first bytes, and splices the connection to the matching backend.
 #[derive(Debug, Clone, Parser)]
-#[command(version)]
+#[command(version = crate::VERSION)]
 pub struct ProxyArgs {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "PROXY_LISTEN", default_value = "127.0.0.1:7000")]
@@ -79,6 +80,14 @@ pub struct ProxyArgs {
     /// Where each setting came from, by its name (`zmq_backend`, …).
     #[arg(skip)]
     pub sources: BTreeMap<String, Source>,
+    /// Each setting's effective value as text, by its name (for `--check`).
+    #[arg(skip)]
+    pub values: BTreeMap<String, String>,
+    /// Check the configuration (flags, environment, `--config` file) without starting:
+    /// print the effective settings and where each came from, then exit 0, or 2 with the
+    /// errors. Use it before a reload (e.g. systemd's ExecReload).
+    #[arg(short = 'c', long, env = "PROXY_CHECK")]
+    pub check: bool,
     /// Routes whose backends receive a PROXY protocol v2 header first, comma-separated
     /// (zmq, grpc, tls, fallback).
     #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',',
@@ -162,7 +171,7 @@ pub fn resolve(argv: &[OsString]) -> Result<ProxyArgs, ConfigError> {
     let matches = cmd.clone().try_get_matches_from(argv)?;
     let plain = ProxyArgs::from_arg_matches(&matches)?;
     let Some(path) = plain.config.clone() else {
-        return Ok(with_sources(plain, &matches, &[]));
+        return Ok(with_sources(plain, &matches, &matches, &[]));
     };
     let file = file::load(&path)?;
     let mut merged = argv.to_vec();
@@ -181,7 +190,7 @@ pub fn resolve(argv: &[OsString]) -> Result<ProxyArgs, ConfigError> {
     if !args.tls_routes.is_empty() {
         from_file.push("tls_route".into());
     }
-    Ok(with_sources(args, &matches, &from_file))
+    Ok(with_sources(args, &matches, &matches_merged, &from_file))
 }
 
 /// Given on the command line or in the environment (either beats the file).
@@ -192,8 +201,18 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
     )
 }
 
-fn with_sources(mut args: ProxyArgs, matches: &ArgMatches, from_file: &[String]) -> ProxyArgs {
+fn with_sources(
+    mut args: ProxyArgs,
+    matches: &ArgMatches,
+    merged: &ArgMatches,
+    from_file: &[String],
+) -> ProxyArgs {
     for id in setting_ids() {
+        let value = merged.get_raw(&id).map(|values| {
+            let values: Vec<_> = values.map(|v| v.to_string_lossy()).collect();
+            values.join(",")
+        });
+        args.values.insert(id.clone(), value.unwrap_or_default());
         let source = match matches.value_source(&id) {
             Some(ValueSource::CommandLine) => Source::Flag,
             Some(ValueSource::EnvVariable) => Source::Env,
@@ -213,7 +232,7 @@ pub fn setting_ids() -> Vec<String> {
     command()
         .get_arguments()
         .map(|a| a.get_id().to_string())
-        .filter(|id| !matches!(id.as_str(), "help" | "version"))
+        .filter(|id| !matches!(id.as_str(), "help" | "version" | "check"))
         .collect()
 }
 
