@@ -35,7 +35,14 @@ impl LogArgs {
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-            LogFormat::Json => builder.json().flatten_event(true).init(),
+            // Each field once: the event's own fields at the top level, the connection's
+            // span under "span" (not repeated in a "spans" list), values as plain text.
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init(),
         }
     }
 }

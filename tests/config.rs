@@ -212,8 +212,10 @@ fn proxy_from_file(name: &str, text: &str, extra: &[&str]) -> (Proc, PathBuf) {
 fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
     let (a, a_addr) = backend();
     let text = format!("zmq_backend = \"{a_addr}\"\ngrpc_backend = \"{a_addr}\"\n");
-    let (proxy, file) = proxy_from_file("truncated", &text, &[]);
+    let (proxy, file) = proxy_from_file("truncated", &text, &["--metrics-listen", "127.0.0.1:0"]);
     let addr = proxy.listen_addr();
+    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
+    let admin = parse_kv(&line)["metrics_addr"].clone();
     // Truncated (say, by a failed deploy): every route would fall back to the built-in
     // defaults. Refused, naming what is missing.
     std::fs::write(&file, "").unwrap();
@@ -229,6 +231,35 @@ fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
     proxy.signal("HUP");
     proxy.wait_for_log("reloaded", PATIENCE);
     zmq_connection(&addr, &a);
+    // Counted before either line was logged.
+    let body = get(&admin, "/metrics");
+    for (series, value) in [
+        ("zgp_config_reloads_total{result=\"rejected\"} ", "1"),
+        ("zgp_config_reloads_total{result=\"ok\"} ", "1"),
+    ] {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series}\n{body}"));
+        assert!(line.ends_with(value), "{line}");
+    }
+    let last = body
+        .lines()
+        .find_map(|l| l.strip_prefix("zgp_config_last_reload_success_timestamp_seconds "))
+        .unwrap();
+    assert!(last.parse::<u64>().unwrap() > 1_700_000_000, "{last}");
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[test]

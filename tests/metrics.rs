@@ -113,6 +113,28 @@ fn counters_move_exactly_as_traffic_does() {
         0.0
     );
     assert_eq!(sample(&body, "zgp_detect_seconds_count"), 5.0);
+    // One duration per routed connection; the limit, the build and the process itself.
+    let duration = |route: &str| {
+        let series = format!("zgp_connection_duration_seconds_count{{route=\"{route}\"}}");
+        sample(&body, &series)
+    };
+    assert_eq!((duration("zmq"), duration("grpc")), (3.0, 2.0));
+    // --max-connections (default 50,000), fitted to the open-file limit: 2 per connection,
+    // 80 in reserve.
+    let fitted = ((sample(&body, "zgp_process_max_fds") - 80.0) / 2.0).floor();
+    assert_eq!(sample(&body, "zgp_max_connections"), fitted.min(50_000.0));
+    let build = body
+        .lines()
+        .find(|l| l.starts_with("zgp_build_info{"))
+        .unwrap();
+    assert!(
+        build.contains("version=\"0.") && build.ends_with(" 1"),
+        "{build}"
+    );
+    assert!(sample(&body, "zgp_process_open_fds") >= 4.0);
+    assert!(sample(&body, "zgp_process_max_fds") >= sample(&body, "zgp_process_open_fds"));
+    assert!(sample(&body, "zgp_process_resident_memory_bytes") > 1e6);
+    assert!(sample(&body, "zgp_process_cpu_seconds_total") > 0.0);
     assert_eq!(
         sample(&body, r#"zgp_backend_connect_seconds_count{route="zmq"}"#),
         3.0
@@ -222,6 +244,12 @@ fn json_log_lines_parse_and_carry_the_connection_span() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     }
     let closed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    // Each field once, as a plain value: the span's fields in "span" only.
+    assert!(
+        closed.get("spans").is_none() && closed.get("route").is_none(),
+        "{closed}"
+    );
+    assert!(!line.contains("Some("), "{line}");
     let span = &closed["span"];
     assert_eq!(span["route"], "zmq", "{closed}");
     assert_eq!(span["backend"], zmq_backend.as_str());

@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             ));
         }
         // Always: a SIGHUP without --config is logged and ignored, never fatal.
-        let reloader = Reloader::new(argv, args.clone(), Arc::clone(&config.routes));
+        let reloader = Reloader::new(argv, args.clone(), &config);
         tokio::spawn(reloader.on_sighup()?);
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -77,9 +77,10 @@ const FD_RESERVE: u64 = 64 + admin::MAX_CONNECTIONS as u64;
 fn fit_to_fd_limit(limits: &mut proxy::Limits, fd_limit: Option<u64>) {
     let Some(fd_limit) = fd_limit else { return };
     let per_connection: u64 = match limits.splice {
-        proxy::relay::SpliceMode::Off => 2,
-        // A pipe (2 fds) per bulk direction; pipes that cannot be had fall back to copying.
-        proxy::relay::SpliceMode::Auto => 3,
+        // Auto: pipes only for bulk directions, and a pipe that cannot be had falls back to
+        // copying, so they are not reserved.
+        proxy::relay::SpliceMode::Off | proxy::relay::SpliceMode::Auto => 2,
+        // On: a pipe (2 fds) per direction from the first byte.
         proxy::relay::SpliceMode::On => 6,
     };
     let fits = fd_limit.saturating_sub(FD_RESERVE) / per_connection;

@@ -13,7 +13,8 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::{resolve, ConfigError, ProxyArgs, Source};
-use crate::proxy::RouteTable;
+use crate::proxy::metrics::{Metrics, ResultLabels};
+use crate::proxy::{ProxyConfig, RouteTable};
 
 /// How long reading and checking the file may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,16 +26,30 @@ pub struct Reloader {
     /// The configuration last applied.
     applied: Mutex<ProxyArgs>,
     routes: Arc<RouteTable>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    /// `argv` is the command line the process started with; `routes` the table it serves.
-    pub fn new(argv: Vec<OsString>, started: ProxyArgs, routes: Arc<RouteTable>) -> Self {
+    /// `argv` is the command line the process started with; `config` what it serves with.
+    pub fn new(argv: Vec<OsString>, started: ProxyArgs, config: &ProxyConfig) -> Self {
         Reloader {
             argv,
             applied: Mutex::new(started.clone()),
             started,
-            routes,
+            routes: Arc::clone(&config.routes),
+            metrics: Arc::clone(&config.metrics),
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if result == "ok" {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            let now = now.map_or(0, |d| d.as_secs() as i64);
+            self.metrics.last_reload_success.set(now);
         }
     }
 
@@ -62,11 +77,13 @@ impl Reloader {
         let new = match new {
             Ok(new) => new,
             Err(e) => {
+                self.count("rejected");
                 error!(error = %e, "reload rejected; keeping the current configuration");
                 return Err(e);
             }
         };
         self.routes.replace(new.routes());
+        self.count("ok");
         info!(zmq_backend = %new.zmq_backend, grpc_backend = %new.grpc_backend,
               fallback_backend = new.fallback_backend.as_ref().map_or(String::new(), |b| b.to_string()),
               tls_rules = new.tls_routes.len(),

@@ -84,15 +84,16 @@ async fn open(
         Decision::Close(why) => return Err(unrouted(why, &sniffed, prefix.len())),
     };
     let span = tracing::Span::current();
-    span.record("route", route.as_str());
+    span.record("route", tracing::field::display(route));
     let backend = match target {
         Target::Backend(addr) => addr.clone(),
         Target::Local(server) => {
-            observe::routed(&config.metrics, route, "local", started.elapsed(), None);
+            tracing::Span::current().record("backend", tracing::field::display("local"));
+            observe::routed(&config.metrics, route, started.elapsed(), None);
             return Err(hand_over(server, route, client, prefix).await);
         }
     };
-    span.record("backend", backend.as_str());
+    span.record("backend", tracing::field::display(&backend));
     let detected = started.elapsed();
     let upstream = connect(&backend, &config.limits)
         .await
@@ -112,13 +113,7 @@ async fn open(
         _ => None,
     };
     let connect = started.elapsed() - detected;
-    observe::routed(
-        &config.metrics,
-        route,
-        backend.as_str(),
-        detected,
-        Some(connect),
-    );
+    observe::routed(&config.metrics, route, detected, Some(connect));
     let mut opened = Opened {
         client,
         upstream,

@@ -75,6 +75,30 @@ pub struct Metrics {
     pub detect_seconds: Histogram,
     pub connect_seconds: Family<RouteLabels, Histogram>,
     pub backend_errors: Family<BackendErrorLabels, Counter>,
+    /// How long routed connections lasted, by route.
+    pub duration_seconds: Family<RouteLabels, Histogram>,
+    /// `--max-connections` in force (after fitting it to the open-file limit).
+    pub max_connections: Gauge,
+    /// Config reloads, by result (`ok`, `rejected`).
+    pub reloads: Family<ResultLabels, Counter>,
+    /// Unix time of the last successful reload (0: none yet).
+    pub last_reload_success: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~4.6 h: connections live from a gossip round to days.
+    Histogram::new(exponential_buckets(0.001, 4.0, 13))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +122,10 @@ impl Default for Metrics {
             detect_seconds: latency_histogram(),
             connect_seconds: Family::new_with_constructor(latency_histogram),
             backend_errors: Family::default(),
+            duration_seconds: Family::new_with_constructor(duration_histogram),
+            max_connections: Gauge::default(),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
         };
         registry.register(
             "connections_accepted",
@@ -144,6 +172,39 @@ impl Default for Metrics {
             "Failed backend connections, by route and kind",
             m.backend_errors.clone(),
         );
+        registry.register(
+            "connection_duration_seconds",
+            "How long routed connections lasted, by route",
+            m.duration_seconds.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "Connections served at once before new ones are refused (--max-connections, fitted to the open-file limit)",
+            m.max_connections.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: ok, rejected",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload (0: none)",
+            m.last_reload_success.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: crate::GIT_COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The build: version and git commit (always 1)",
+            build,
+        );
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         Metrics { registry, ..m }
     }
 }

@@ -32,6 +32,7 @@ pub mod io;
 pub mod metrics;
 mod observe;
 pub mod outcome;
+mod process;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod routes;

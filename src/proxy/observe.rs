@@ -16,13 +16,7 @@ use super::routes::RouteName;
 
 /// The connection reached its backend (or the local server): it is now active.
 /// `detect` is the time from accept to the decision, `connect` the backend connect's.
-pub fn routed(
-    metrics: &Metrics,
-    route: RouteName,
-    backend: &str,
-    detect: Duration,
-    connect: Option<Duration>,
-) {
+pub fn routed(metrics: &Metrics, route: RouteName, detect: Duration, connect: Option<Duration>) {
     metrics.detect_seconds.observe(detect.as_secs_f64());
     if let Some(connect) = connect {
         let labels = RouteLabels { route };
@@ -30,7 +24,8 @@ pub fn routed(
         histogram.observe(connect.as_secs_f64());
     }
     metrics.active.get_or_create(&RouteLabels { route }).inc();
-    info!(%route, %backend, "routed");
+    // Route and backend are the connection span's fields: logged once, there.
+    info!(detect_ms = detect.as_millis() as u64, "routed");
 }
 
 /// A connection refused at accept (`--max-connections`): counted here, logged by the
@@ -45,11 +40,11 @@ pub fn refused(metrics: &Metrics) {
 
 /// The connection is over: count it, then log one line.
 pub fn closed(metrics: &Metrics, outcome: &Outcome, duration: Duration) {
-    count(metrics, outcome);
+    count(metrics, outcome, duration);
     log(outcome, duration.as_millis() as u64);
 }
 
-fn count(metrics: &Metrics, outcome: &Outcome) {
+fn count(metrics: &Metrics, outcome: &Outcome, duration: Duration) {
     match outcome {
         Outcome::Rejected { reason, .. } => {
             let reason = *reason;
@@ -85,6 +80,11 @@ fn count(metrics: &Metrics, outcome: &Outcome) {
         Outcome::Local { .. } => {}
     }
     if let Some((route, outcome)) = outcome.closed() {
+        if outcome != Closed::BackendUnavailable {
+            let labels = RouteLabels { route };
+            let histogram = metrics.duration_seconds.get_or_create(&labels);
+            histogram.observe(duration.as_secs_f64());
+        }
         metrics
             .closed
             .get_or_create(&ClosedLabels { route, outcome })
@@ -118,40 +118,48 @@ fn log(outcome: &Outcome, duration_ms: u64) {
             detail: Some(detail),
         } => info!(route = %"none", reason = %describe(*reason, *received), %detail, duration_ms,
                    "closed"),
-        Outcome::BackendUnavailable {
-            route,
-            backend,
-            error,
-            ..
-        } => warn!(%route, %backend, error = %error, duration_ms,
-                   "closed: backend connect failed"),
+        // Route and backend are in the connection's span: each field is logged once.
+        Outcome::BackendUnavailable { error, .. } => {
+            warn!(error = %error, duration_ms, "closed: backend connect failed")
+        }
         Outcome::Local {
-            route,
-            delivered: true,
-        } => debug!(%route, "handed to the local server"),
+            delivered: true, ..
+        } => debug!("handed to the local server"),
         Outcome::Local {
-            route,
-            delivered: false,
-        } => info!(%route, "closed: the local server has stopped"),
+            delivered: false, ..
+        } => info!("closed: the local server has stopped"),
         Outcome::Relayed {
-            route,
-            backend,
             to_backend,
             to_client,
             end,
-        } => match end {
-            RelayEnd::Clean => info!(%route, %backend, bytes_to_backend = to_backend,
-                                     bytes_to_client = to_client, duration_ms, "closed"),
-            RelayEnd::Error(e) => info!(%route, %backend, bytes_to_backend = to_backend,
-                                        bytes_to_client = to_client, duration_ms,
-                                        error = %e, "closed with error"),
-            RelayEnd::Idle => info!(%route, %backend, bytes_to_backend = to_backend,
-                                    bytes_to_client = to_client, duration_ms,
-                                    "closed: idle timeout (reset both sides)"),
-            RelayEnd::DrainTimeout => warn!(%route, %backend, bytes_to_backend = to_backend,
-                                            bytes_to_client = to_client, duration_ms,
-                                            "closed: cut at the drain timeout (reset both sides)"),
-        },
+            ..
+        } => {
+            let (up, down) = (*to_backend, *to_client);
+            match end {
+                RelayEnd::Clean => {
+                    info!(
+                        bytes_to_backend = up,
+                        bytes_to_client = down,
+                        duration_ms,
+                        "closed"
+                    )
+                }
+                RelayEnd::Error(e) => info!(bytes_to_backend = up, bytes_to_client = down,
+                                            duration_ms, error = %e, "closed with error"),
+                RelayEnd::Idle => info!(
+                    bytes_to_backend = up,
+                    bytes_to_client = down,
+                    duration_ms,
+                    "closed: idle timeout (reset both sides)"
+                ),
+                RelayEnd::DrainTimeout => warn!(
+                    bytes_to_backend = up,
+                    bytes_to_client = down,
+                    duration_ms,
+                    "closed: cut at the drain timeout (reset both sides)"
+                ),
+            }
+        }
     }
 }
 

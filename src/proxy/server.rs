@@ -45,6 +45,10 @@ pub async fn run(
     });
     let addr = listener.local_addr()?;
     set_inherited_options(&listener, &server.config.limits);
+    let metrics = &server.config.metrics;
+    metrics
+        .max_connections
+        .set(i64::from(server.config.limits.max_connections));
     // State first, then the line that announces it.
     server.config.metrics.set_ready(true);
     let routes = server.config.routes.current();
