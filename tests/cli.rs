@@ -24,6 +24,7 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--tcp-keepalive-ms",
             "--accept-proxy-protocol",
             "--check",
+            "--shutdown-delay-ms",
             "--log-format",
             "PROXY_LISTEN",
         ],

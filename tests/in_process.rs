@@ -430,3 +430,32 @@ async fn a_proxy_header_from_an_untrusted_source_is_unrecognised() {
     let series = "zgp_connections_rejected_total{reason=\"unrecognised\"}";
     assert_eq!(p.metric(series), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_shutdown_delay_fails_readiness_first_and_keeps_accepting() {
+    let (backend, _echo) = echo_backend().await;
+    let limits = Limits {
+        shutdown_delay: Duration::from_secs(5),
+        ..limits()
+    };
+    let mut p = Proxy::start(routes(&backend, &backend), limits).await;
+    while !p.metrics.is_ready() {
+        tokio::task::yield_now().await;
+    }
+    let asked = Instant::now();
+    p.shutdown();
+    while p.metrics.is_ready() {
+        tokio::task::yield_now().await;
+    }
+    // Not ready, but a balancer that has not noticed yet is still served.
+    let mut late = TcpStream::connect(p.addr).await.unwrap();
+    late.write_all(&ZMTP_SIGNATURE).await.unwrap();
+    let mut echoed = [0u8; 10];
+    late.read_exact(&mut echoed).await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    drop(late);
+    // Then the port closes and the drain completes.
+    (&mut p.done).await.unwrap().unwrap();
+    assert!(asked.elapsed() >= Duration::from_secs(5));
+    assert!(TcpStream::connect(p.addr).await.is_err());
+}

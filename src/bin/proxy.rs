@@ -22,10 +22,7 @@ fn main() -> anyhow::Result<()> {
     }
     args.log.init();
     let fd_limit = raise_fd_limit();
-    let listener = match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
-        Ok(l) => l,
-        Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
-    };
+    let listener = listener(&args);
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => usize::from(n),
@@ -46,7 +43,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let shutdown = shutdown::signal_twice_exits();
+        let signal = shutdown::signal_twice_exits();
+        let shutdown = async {
+            signal.await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        };
         if let Some(l) = metrics_listener {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
@@ -62,9 +63,30 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(reloader.on_sighup()?);
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        // Under systemd (Type=notify): the port is open and everything is set up.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         proxy::run(listener, config, shutdown).await
     })?;
     Ok(())
+}
+
+/// The listening socket: the one systemd passes (socket activation, `LISTEN_FDS`), which
+/// survives restarts of the proxy with no connection refused, or else `--listen` bound here.
+fn listener(args: &config::ProxyArgs) -> std::net::TcpListener {
+    match listenfd::ListenFd::from_env().take_tcp_listener(0) {
+        Ok(Some(inherited)) => {
+            tracing::info!("using the listening socket passed by the service manager (LISTEN_FDS)");
+            return inherited;
+        }
+        Ok(None) => {}
+        Err(e) => exit_usage(format_args!(
+            "the socket passed in LISTEN_FDS is unusable: {e}"
+        )),
+    }
+    match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
+        Ok(l) => l,
+        Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
+    }
 }
 
 /// Descriptors kept for everything but connections: listeners, the runtime, the admin

@@ -58,6 +58,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=Limits::MAX_MAX_CONNECTIONS as i64))]
     pub max_connections: u32,
+    /// On SIGINT/SIGTERM, milliseconds to keep accepting after /readyz turns 503, before
+    /// the port closes and the drain starts (load balancers stop sending meanwhile).
+    #[arg(long, env = "PROXY_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
     /// Milliseconds a relayed connection may stay without a byte in either direction; then
     /// both sides are reset (0: never).
     #[arg(long, env = "PROXY_IDLE_TIMEOUT_MS", default_value_t = Limits::DEFAULT_IDLE_TIMEOUT_MS)]
@@ -262,6 +266,7 @@ impl ProxyArgs {
             splice: self.splice,
             idle_timeout: Limits::millis(self.idle_timeout_ms),
             tcp_keepalive: Limits::millis(self.tcp_keepalive_ms),
+            shutdown_delay: Duration::from_millis(self.shutdown_delay_ms),
         }
     }
 
@@ -298,6 +303,7 @@ impl ProxyArgs {
             drain_timeout_ms,
             idle_timeout_ms,
             tcp_keepalive_ms,
+            shutdown_delay_ms,
             splice
         );
         changed

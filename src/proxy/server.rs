@@ -54,8 +54,22 @@ pub async fn run(
     let routes = server.config.routes.current();
     info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
           max_connections = server.config.limits.max_connections, "listening");
+    let delay = server.config.limits.shutdown_delay;
+    let stop = async {
+        shutdown.await;
+        if !delay.is_zero() {
+            // Not ready first, so balancers polling /readyz stop sending; keep accepting
+            // what they still send until the delay is over, then close the port.
+            server.config.metrics.set_ready(false);
+            info!(
+                shutdown_delay_ms = delay.as_millis() as u64,
+                "shutdown requested: not ready; still accepting until the shutdown delay ends"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
     tokio::select! {
-        _ = accept_loop(listener, &server, shutdown) => {}
+        _ = accept_loop(listener, &server, stop) => {}
         _ = server.sweeper.tick() => {}
     }
     // Idle connections are still closed while draining.

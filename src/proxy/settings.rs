@@ -28,6 +28,9 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive on both hops: first probe after this much silence; `None`: off.
     pub tcp_keepalive: Option<Duration>,
+    /// On shutdown, how long to keep accepting after readiness fails, so load balancers
+    /// polling `/readyz` stop sending before the port closes.
+    pub shutdown_delay: Duration,
 }
 
 impl Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             splice: SpliceMode::default(),
             idle_timeout: Self::millis(Self::DEFAULT_IDLE_TIMEOUT_MS),
             tcp_keepalive: Self::millis(Self::DEFAULT_TCP_KEEPALIVE_MS),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
