@@ -194,12 +194,26 @@ impl Bridge {
         info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
               max_message_bytes = self.config.max_message_bytes, "listening");
 
-        while !stop.load(Ordering::Relaxed) {
+        // After a stop request, what peers already sent is still read and delivered: the
+        // reading ends once the socket has been quiet for one poll (or at the drain
+        // timeout), so messages a sender counted as sent are not left in the queue.
+        let mut reading_until: Option<tokio::time::Instant> = None;
+        loop {
+            if reading_until.is_none() && stop.load(Ordering::Relaxed) {
+                let until = tokio::time::Instant::now() + self.config.drain_timeout;
+                reading_until = Some(until);
+                info!("stop requested; reading what peers have already sent");
+            }
             let frame = match self.socket.recv_bytes(0) {
                 Ok(frame) => frame,
+                Err(zmq::Error::EAGAIN) if reading_until.is_some() => break,
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             };
+            if reading_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                warn!("drain timeout reached while peers were still sending");
+                break;
+            }
             let message = match Message::decode(frame.as_slice()) {
                 Ok(m) => m,
                 Err(e) => {
