@@ -232,7 +232,7 @@ fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
     proxy.wait_for_log("reloaded", PATIENCE);
     zmq_connection(&addr, &a);
     // Counted before either line was logged.
-    let body = get(&admin, "/metrics");
+    let body = http_get(&admin, "/metrics");
     for (series, value) in [
         ("zgp_config_reloads_total{result=\"rejected\"} ", "1"),
         ("zgp_config_reloads_total{result=\"ok\"} ", "1"),
@@ -248,18 +248,6 @@ fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
         .find_map(|l| l.strip_prefix("zgp_config_last_reload_success_timestamp_seconds "))
         .unwrap();
     assert!(last.parse::<u64>().unwrap() > 1_700_000_000, "{last}");
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]

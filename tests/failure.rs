@@ -275,19 +275,7 @@ fn proxy_with_fd_limit(zmq_backend: &str, grpc_backend: &str, extra: &[&str]) ->
 
 /// Both protocols are served through `addr`.
 fn serves_both(addr: &str, pull: &Proc) {
-    let out = run_to_end(
-        "grpc_client",
-        &[
-            "--connect",
-            &format!("http://{addr}"),
-            "--count",
-            "5",
-            "--interval-ms",
-            "0",
-        ],
-        PATIENCE,
-    );
-    assert_eq!(out.summary_u64("acked"), 5, "{}", out.stderr());
+    grpc_calls(addr, 5);
     let push = run_to_end(
         "zmq_push",
         &[
@@ -402,19 +390,7 @@ fn backend_killed_mid_stream_closes_the_client_and_a_restart_serves_the_next() {
     // The backend restarts on the same address; the same proxy serves the next client.
     let restarted = Proc::spawn("grpc_server", &["--bind", &grpc_backend]);
     restarted.listen_addr();
-    let out = run_to_end(
-        "grpc_client",
-        &[
-            "--connect",
-            &format!("http://{addr}"),
-            "--count",
-            "5",
-            "--interval-ms",
-            "0",
-        ],
-        PATIENCE,
-    );
-    assert_eq!(out.summary_u64("acked"), 5, "{}", out.stderr());
+    grpc_calls(&addr, 5);
 }
 
 #[test]

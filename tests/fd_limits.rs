@@ -33,6 +33,31 @@ fn alone<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
         .block_on(test());
 }
 
+/// A proxy sending both protocols to `backend`, run in this process until `stop` is sent.
+async fn start_proxy(
+    backend: &str,
+    splice: SpliceMode,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<zmq_grpc_proxy::proxy::metrics::Metrics>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let mut config = ProxyConfig::new(Routes::to_backends(
+        backend.parse().unwrap(),
+        backend.parse().unwrap(),
+    ));
+    config.limits.splice = splice;
+    let metrics = std::sync::Arc::clone(&config.metrics);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(proxy::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    (addr, metrics, stop, proxy)
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn a_transfer_copies_when_no_pipe_can_be_had() {
@@ -48,18 +73,7 @@ async fn transfer_copies_when_no_pipe_can_be_had() {
         tokio::io::copy(&mut r, &mut w).await.unwrap();
         w.shutdown().await.unwrap();
     });
-    let mut config = ProxyConfig::new(Routes::to_backends(
-        backend_addr.parse().unwrap(),
-        backend_addr.parse().unwrap(),
-    ));
-    config.limits.splice = SpliceMode::On;
-    let metrics = std::sync::Arc::clone(&config.metrics);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(proxy::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let (addr, metrics, stop, proxy) = start_proxy(&backend_addr, SpliceMode::On).await;
 
     let mut client = TcpStream::connect(addr).await.unwrap();
     while !metrics
@@ -105,17 +119,7 @@ fn accept_survives_running_out_of_descriptors_and_serves_again() {
 async fn accept_survives_emfile() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap().to_string();
-    let config = ProxyConfig::new(Routes::to_backends(
-        backend_addr.parse().unwrap(),
-        backend_addr.parse().unwrap(),
-    ));
-    let metrics = std::sync::Arc::clone(&config.metrics);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(proxy::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let (addr, metrics, stop, proxy) = start_proxy(&backend_addr, SpliceMode::Auto).await;
     // No descriptor left for the proxy to accept with: the client waits in the backlog.
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     // The client's socket exists before the limit drops; connecting it needs no new one.

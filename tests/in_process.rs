@@ -75,6 +75,17 @@ async fn echo_backend() -> (String, JoinHandle<()>) {
     (addr, task)
 }
 
+/// A client that sent the ZMTP signature through the proxy and had it echoed back: a
+/// connection that is being relayed.
+async fn zmq_client(p: &Proxy) -> TcpStream {
+    let mut client = TcpStream::connect(p.addr).await.unwrap();
+    client.write_all(&ZMTP_SIGNATURE).await.unwrap();
+    let mut echoed = [0u8; 10];
+    client.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, ZMTP_SIGNATURE);
+    client
+}
+
 fn routes(zmq: &str, grpc: &str) -> Routes {
     Routes::to_backends(zmq.parse().unwrap(), grpc.parse().unwrap())
 }
@@ -154,11 +165,7 @@ async fn an_unreachable_backend_is_given_up_at_the_connect_timeout() {
 async fn drain_waits_for_open_connections_then_run_returns() {
     let (backend, _echo) = echo_backend().await;
     let mut p = Proxy::start(routes(&backend, &backend), limits()).await;
-    let mut client = TcpStream::connect(p.addr).await.unwrap();
-    client.write_all(&ZMTP_SIGNATURE).await.unwrap();
-    let mut echoed = [0u8; 10];
-    client.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(echoed, ZMTP_SIGNATURE);
+    let mut client = zmq_client(&p).await;
     p.shutdown();
     // The port closes at once; the open connection keeps working through the drain.
     while TcpStream::connect(p.addr).await.is_ok() {
@@ -184,10 +191,7 @@ async fn drain_waits_for_open_connections_then_run_returns() {
 async fn connections_open_at_the_drain_timeout_are_reset_and_counted() {
     let (backend, _echo) = echo_backend().await;
     let mut p = Proxy::start(routes(&backend, &backend), limits()).await;
-    let mut client = TcpStream::connect(p.addr).await.unwrap();
-    client.write_all(&ZMTP_SIGNATURE).await.unwrap();
-    let mut echoed = [0u8; 10];
-    client.read_exact(&mut echoed).await.unwrap();
+    let mut client = zmq_client(&p).await;
     let asked = Instant::now();
     p.shutdown();
     // The client never closes: run returns at the drain timeout, having reset it.
@@ -296,14 +300,11 @@ async fn a_relayed_connection_idle_past_the_idle_timeout_is_reset_on_both_sides(
     let p = Proxy::start(routes(&backend, &backend), limits).await;
     // A ZMTP greeting, answered, then silence: the connection held a backend connection
     // and a --max-connections slot forever before there was an idle timeout.
-    let mut client = TcpStream::connect(p.addr).await.unwrap();
-    client.write_all(&ZMTP_SIGNATURE).await.unwrap();
-    let mut echoed = [0u8; 10];
-    client.read_exact(&mut echoed).await.unwrap();
+    let mut client = zmq_client(&p).await;
     // Traffic before the timeout restarts the clock.
     tokio::time::sleep(Duration::from_secs(60)).await;
     client.write_all(b"ping").await.unwrap();
-    client.read_exact(&mut echoed[..4]).await.unwrap();
+    client.read_exact(&mut [0u8; 4]).await.unwrap();
     let last_byte = Instant::now();
     let (_, end) = read_to_end(&mut client).await;
     let err = end.expect_err("an idle connection is reset, not closed politely");

@@ -134,7 +134,8 @@ fn counters_move_exactly_as_traffic_does() {
     assert!(sample(&body, "zgp_process_open_fds") >= 4.0);
     assert!(sample(&body, "zgp_process_max_fds") >= sample(&body, "zgp_process_open_fds"));
     assert!(sample(&body, "zgp_process_resident_memory_bytes") > 1e6);
-    assert!(sample(&body, "zgp_process_cpu_seconds_total") > 0.0);
+    // Present (it may still read 0 at clock-tick granularity).
+    assert!(sample(&body, "zgp_process_cpu_seconds_total") >= 0.0);
     assert_eq!(
         sample(&body, r#"zgp_backend_connect_seconds_count{route="zmq"}"#),
         3.0

@@ -344,3 +344,33 @@ impl Proc {
         self.status.expect("process has exited").code()
     }
 }
+
+/// Runs `grpc_client` for `count` back-to-back unary calls through `addr` and checks every
+/// one was acknowledged.
+pub fn grpc_calls(addr: &str, count: u64) -> Proc {
+    let count = count.to_string();
+    let url = format!("http://{addr}");
+    let args = ["--connect", &url, "--count", &count, "--interval-ms", "0"];
+    let out = run_to_end("grpc_client", &args, PATIENCE);
+    assert_eq!(
+        out.summary_u64("acked").to_string(),
+        count,
+        "{}",
+        out.stderr()
+    );
+    out
+}
+
+/// `GET path` on an HTTP/1.1 endpoint: the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+}
