@@ -43,7 +43,10 @@ async fn a_transfer_copies_when_no_pipe_can_be_had() {
     }));
 
     let mut client = TcpStream::connect(addr).await.unwrap();
-    while !metrics.encode().contains("zgp_connections_accepted_total 1") {
+    while !metrics
+        .encode()
+        .contains("zgp_connections_accepted_total 1")
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Room for exactly two more descriptors: the proxy's socket to the backend and the
