@@ -37,6 +37,8 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--interval-ms",
             "--sender",
             "--linger-ms",
+            "--prefer-grpc",
+            "ZMQ_PUSH_PREFER_GRPC",
             "ZMQ_PUSH_CONNECT",
         ],
     ),

@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
+use zmq_grpc_proxy::mesh::sender::{DualSender, Mode, Outcome, SenderConfig, Via};
+use zmq_grpc_proxy::mesh::stats::SenderStats;
+use zmq_grpc_proxy::peers::grpc_server::{self, GossipSink, IngestService};
 
 /// Multi-part messages from a plain libzmq PUSH socket (not our schema, not our code):
 /// every one is counted toward `--count`, once, as `foreign`.
@@ -65,4 +71,284 @@ fn zmq_pull_counts_pyzmq_messages_as_foreign() {
     assert!(pull.wait_exit(PATIENCE).success(), "{}", pull.stderr());
     assert_eq!(pull.summary_u64("foreign"), 4);
     assert_eq!(pull.summary_u64("bytes"), 4 * 5);
+}
+
+/// Runs `zmq_push --prefer-grpc` to `addr` (HOST:PORT) until it has sent `count`.
+fn prefer_grpc_push(addr: &str, count: u32, interval_ms: u32, sender: &str) -> Proc {
+    let mut push = Proc::spawn(
+        "zmq_push",
+        &[
+            "--prefer-grpc",
+            "--connect",
+            &format!("tcp://{addr}"),
+            "--count",
+            &count.to_string(),
+            "--interval-ms",
+            &interval_ms.to_string(),
+            "--sender",
+            sender,
+            "--linger-ms",
+            "2000",
+        ],
+    );
+    assert!(push.wait_exit(PATIENCE).success(), "{}", push.stderr());
+    push
+}
+
+fn assert_sent(push: &Proc, grpc: u64, zmq: u64) {
+    let s = push.summary();
+    let want = [
+        ("sent", grpc + zmq),
+        ("grpc", grpc),
+        ("zmq", zmq),
+        ("unknown", 0),
+    ];
+    for (k, v) in want {
+        assert_eq!(s[k], v.to_string(), "{k} in {s:?}");
+    }
+}
+
+#[test]
+fn prefer_grpc_sends_zmq_to_a_zmq_only_peer_and_the_check_delivers_nothing() {
+    let mut pull = Proc::spawn(
+        "zmq_pull",
+        &["--bind", "tcp://127.0.0.1:*", "--count", "20"],
+    );
+    let addr = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+    let push = prefer_grpc_push(&addr, 20, 0, "to-zmq");
+    assert_sent(&push, 0, 20);
+    push.wait_for_log("via=Some(Zmq)", PATIENCE);
+    assert!(pull.wait_exit(PATIENCE).success());
+    let s = pull.summary();
+    // The check's preface and SETTINGS reached libzmq and produced no message.
+    for (k, v) in [("received", "20"), ("foreign", "0"), ("repeated", "0")] {
+        assert_eq!(s[k], v, "{k} in {s:?}");
+    }
+}
+
+#[test]
+fn prefer_grpc_sends_grpc_to_a_mux_peer_and_nothing_to_its_zmq_side() {
+    let mut pull = Proc::spawn("zmq_pull", &["--bind", "tcp://127.0.0.1:*"]);
+    let zmq_backend = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+    let mut server = Proc::spawn(
+        "grpc_server",
+        &["--bind", "127.0.0.1:0", "--zmq-forward", &zmq_backend],
+    );
+    let addr = server.listen_addr();
+    let push = prefer_grpc_push(&addr, 20, 0, "to-mux");
+    assert_sent(&push, 20, 0);
+    for p in [&mut server, &mut pull] {
+        p.signal("TERM");
+        assert!(p.wait_exit(PATIENCE).success());
+    }
+    let s = server.summary();
+    for (k, v) in [("received", "20"), ("repeated", "0"), ("skipped", "0")] {
+        assert_eq!(s[k], v, "{k} in {s:?}");
+    }
+    assert_eq!(
+        pull.summary_u64("received") + pull.summary_u64("foreign"),
+        0
+    );
+}
+
+#[test]
+fn prefer_grpc_sends_grpc_to_a_grpc_only_peer() {
+    let mut server = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+    let addr = server.listen_addr();
+    let push = prefer_grpc_push(&addr, 20, 0, "to-grpc");
+    assert_sent(&push, 20, 0);
+    server.signal("TERM");
+    assert!(server.wait_exit(PATIENCE).success());
+    assert_eq!(server.summary_u64("received"), 20);
+    assert_eq!(server.summary_u64("repeated"), 0);
+}
+
+/// The peer is ZeroMQ-only (zmq_pull, which exits after 5 messages), then comes back on
+/// the same port as a gRPC-only server while the sender keeps going: the first messages
+/// go over ZeroMQ, the sender notices the change from its own failed (never queued) sends,
+/// and the rest go over gRPC; every sequence number arrives exactly once.
+#[test]
+fn a_peer_that_changes_from_zmq_to_grpc_loses_and_duplicates_nothing() {
+    let mut pull = Proc::spawn("zmq_pull", &["--bind", "tcp://127.0.0.1:*", "--count", "5"]);
+    let addr = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+    // The interval leaves zmq_pull ample time to exit after its 5th message before the 6th
+    // is sent: a 6th queued to a peer about to exit would be lost, which is ZeroMQ's
+    // semantics, not the sender's.
+    let mut push = Proc::spawn(
+        "zmq_push",
+        &[
+            "--prefer-grpc",
+            "--connect",
+            &format!("tcp://{addr}"),
+            "--count",
+            "15",
+            "--interval-ms",
+            "250",
+            "--sender",
+            "changing",
+            "--linger-ms",
+            "2000",
+        ],
+    );
+    assert!(pull.wait_exit(PATIENCE).success());
+    // The sender now fails to reach the port (provably nothing sent) and retries.
+    push.wait_for_log("not sent; trying again", PATIENCE);
+    let mut server = Proc::spawn("grpc_server", &["--bind", &addr]);
+    server.listen_addr();
+    assert!(push.wait_exit(PATIENCE).success(), "{}", push.stderr());
+    assert_sent(&push, 10, 5);
+    push.wait_for_log("via=Some(Grpc)", PATIENCE);
+    server.signal("TERM");
+    assert!(server.wait_exit(PATIENCE).success());
+    let (p, s) = (pull.summary(), server.summary());
+    assert_eq!(
+        (p["received"].as_str(), p["repeated"].as_str()),
+        ("5", "0"),
+        "{p:?}"
+    );
+    // The server's first sequence is 5: it counts 0..5 as skipped, nothing else.
+    for (k, v) in [("received", "10"), ("repeated", "0"), ("skipped", "5")] {
+        assert_eq!(s[k], v, "{k} in {s:?}");
+    }
+}
+
+/// An in-process gRPC peer whose Gossip frames land in the returned list.
+async fn grpc_peer(
+    listener: tokio::net::TcpListener,
+) -> (
+    Arc<Mutex<Vec<Vec<Vec<u8>>>>>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let got = Arc::clone(&got);
+        GossipSink::new(move |f| got.lock().unwrap().push(f.parts.clone()))
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = IngestService::with_gossip_sink(sink);
+    let server = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        grpc_server::serve(listener, service, shutdown)
+            .await
+            .unwrap();
+    });
+    (got, stop, server)
+}
+
+/// The reverse change, a rollback: the peer took gRPC, then comes back on the same port
+/// ZeroMQ-only. The sender's channel reconnects through the check, which finds ZMTP before
+/// a request byte is written, so the message goes over ZeroMQ: once, whole (two parts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_rolled_back_to_zmq_gets_the_next_message_over_zmq_exactly_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got, stop, server) = grpc_peer(listener).await;
+    let stats = Arc::new(SenderStats::default());
+    let sender = DualSender::new(SenderConfig::new(Mode::PreferGrpc), Arc::clone(&stats));
+    let one = vec![b"one".to_vec()];
+    assert_eq!(
+        sender.send(addr, vec![one.clone()]).await,
+        [Outcome::Sent(Via::Grpc)]
+    );
+    assert_eq!(sender.known(addr), Some(Via::Grpc));
+
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind(&format!("tcp://{addr}")).unwrap();
+    pull.set_rcvtimeo(PATIENCE.as_millis() as i32).unwrap();
+
+    let two = vec![b"two".to_vec(), b"parts".to_vec()];
+    assert_eq!(
+        sender.send(addr, vec![two.clone()]).await,
+        [Outcome::Sent(Via::Zmq)]
+    );
+    assert_eq!(sender.known(addr), Some(Via::Zmq));
+    let received = tokio::task::spawn_blocking(move || {
+        let first = pull.recv_multipart(0).unwrap();
+        pull.set_rcvtimeo(300).unwrap();
+        // Nothing else arrives: not the check's bytes, not a second copy.
+        (first, pull.recv_multipart(0).err())
+    })
+    .await
+    .unwrap();
+    assert_eq!(received, (two, Some(zmq::Error::EAGAIN)));
+    assert_eq!(*got.lock().unwrap(), vec![one]);
+    let counts = stats.snapshot();
+    assert_eq!((counts.fell_back, counts.unknown), (1, 0), "{counts:?}");
+}
+
+/// What the capability check costs per new connection, against each kind of peer: not an
+/// assertion, a figure in the test output (`cargo test --test mesh -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_check_cost_per_new_connection() {
+    const N: u32 = 40;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got, _stop, _server) = grpc_peer(listener).await;
+    let message = vec![vec![7u8; 64]];
+
+    // Plain tonic: connect, one Gossip call (the client does not wait for the server).
+    let started = Instant::now();
+    for _ in 0..N {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = zmq_grpc_proxy::pb::ingest_client::IngestClient::new(channel);
+        let frames = zmq_grpc_proxy::pb::Frames {
+            parts: message.clone(),
+            peer_address: String::new(),
+        };
+        client.gossip(frames).await.unwrap();
+    }
+    let plain = started.elapsed() / N;
+
+    // Checked: a new sender each time, so each call starts with connect + check.
+    let stats = Arc::new(SenderStats::default());
+    let started = Instant::now();
+    for _ in 0..N {
+        let sender = DualSender::new(SenderConfig::new(Mode::PreferGrpc), Arc::clone(&stats));
+        let outcome = sender.send(addr, vec![message.clone()]).await;
+        assert_eq!(outcome, [Outcome::Sent(Via::Grpc)]);
+    }
+    let checked = started.elapsed() / N;
+    assert_eq!(got.lock().unwrap().len(), 2 * N as usize);
+    let grpc_check = stats.snapshot().mean_check_ms();
+
+    // A ZeroMQ-only peer: connect, read its ZMTP signature, close.
+    let zmq_check = zmq_check_cost(N).await;
+    println!(
+        "capability check, mean of {N} new connections (this build): gRPC peer: connect+call \
+         {:.3} ms plain vs {:.3} ms checked (check alone {grpc_check:.3} ms); ZeroMQ-only \
+         peer: check {zmq_check:.3} ms",
+        ms(plain),
+        ms(checked),
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn zmq_check_cost(n: u32) -> f64 {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    let addr: SocketAddr = endpoint.trim_start_matches("tcp://").parse().unwrap();
+    let stats = Arc::new(SenderStats::default());
+    for _ in 0..n {
+        let sender = DualSender::new(SenderConfig::new(Mode::Grpc), Arc::clone(&stats));
+        let outcome = sender.send(addr, vec![vec![b"x".to_vec()]]).await;
+        assert!(matches!(outcome[..], [Outcome::NotSent(_)]), "{outcome:?}");
+    }
+    let counts = stats.snapshot();
+    assert_eq!(counts.checks_found_zmq, u64::from(n));
+    counts.mean_check_ms()
 }

@@ -7,22 +7,63 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::pb::ingest_server::{Ingest, IngestServer};
-use crate::pb::{Ack, FetchRequest, Message, StreamSummary};
-use crate::peers::message::{build, Summary, Tally};
+use crate::pb::{Ack, FetchRequest, Frames, Message, StreamSummary};
+use crate::peers::message::{build, classify, Classified, Summary, Tally};
 
 /// Largest message accepted (tonic's default is 4 MiB, which a 4 MiB payload exceeds).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Called with every `Gossip` message before it is acknowledged, so a program that embeds
+/// the service (a mesh member) gets the frames; the acknowledgement then means "taken".
+#[derive(Clone)]
+pub struct GossipSink(Arc<dyn Fn(&Frames) + Send + Sync>);
+
+impl GossipSink {
+    pub fn new(f: impl Fn(&Frames) + Send + Sync + 'static) -> Self {
+        GossipSink(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for GossipSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GossipSink")
+    }
+}
 
 /// The `Ingest` service: logs and tallies every message it receives.
 #[derive(Debug, Default, Clone)]
 pub struct IngestService {
     tally: Arc<Mutex<Tally>>,
+    gossip_sink: Option<GossipSink>,
 }
 
 impl IngestService {
+    /// The service, handing every `Gossip` message to `sink` as well.
+    pub fn with_gossip_sink(sink: GossipSink) -> Self {
+        IngestService {
+            gossip_sink: Some(sink),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one opaque message: ours is verified as if it came through `Send`.
+    fn record_frames(&self, frames: &Frames) {
+        let size: usize = frames.parts.iter().map(Vec::len).sum();
+        match classify(&frames.parts) {
+            Classified::Ours(m) => self.record(&m),
+            Classified::Foreign => {
+                debug!(parts = frames.parts.len(), size, peer = %frames.peer_address, "foreign");
+                self.tally
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .record_foreign(size);
+            }
+        }
+    }
+
     fn record(&self, m: &Message) {
         info!(sequence = m.sequence, sender = %m.sender, size = m.payload.len(), "message");
         let wire = prost::Message::encoded_len(m);
@@ -77,6 +118,15 @@ impl Ingest for IngestService {
         Ok(Response::new(Ack {
             sequence: m.sequence,
         }))
+    }
+
+    async fn gossip(&self, request: Request<Frames>) -> Result<Response<Ack>, Status> {
+        let frames = request.into_inner();
+        self.record_frames(&frames);
+        if let Some(sink) = &self.gossip_sink {
+            (sink.0)(&frames);
+        }
+        Ok(Response::new(Ack { sequence: 0 }))
     }
 
     async fn send_stream(
