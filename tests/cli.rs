@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const BINARIES: [(&str, &[&str]); 6] = [
+const BINARIES: [(&str, &[&str]); 7] = [
     (
         "proxy",
         &[
@@ -73,6 +73,19 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--mode",
             "--timeout-ms",
             "GRPC_CLIENT_CONNECT",
+        ],
+    ),
+    (
+        "gossip_mesh",
+        &[
+            "--members",
+            "--fanout",
+            "--round-ms",
+            "--seconds",
+            "--rollout",
+            "--seed",
+            "GOSSIP_MESH_MEMBERS",
+            "GOSSIP_MESH_ROLLOUT",
         ],
     ),
 ];
