@@ -27,6 +27,7 @@ pub mod mesh;
 pub mod migrate;
 pub mod peers;
 pub mod proxy;
+pub mod serve;
 pub mod shutdown;
 
 /// Code generated from `proto/messages.proto`.

@@ -169,3 +169,107 @@ fn sighup_swaps_routes_while_open_connections_continue_and_rejects_a_bad_file() 
     assert!(line.contains("zmq_backend"), "{line}");
     zmq_connection(&addr, &b);
 }
+
+#[test]
+fn values_from_the_file_are_held_to_the_flags_limits() {
+    for (name, text, expect) in [
+        ("max", "max_connections = 4000000000\n", "max_connections"),
+        ("threads", "threads = 100000\n", "threads"),
+        ("detect", "detect_timeout_ms = 0\n", "detect_timeout_ms"),
+        (
+            "sni",
+            "[[tls_route]]\nsni = \"*\"\nbackend = \"127.0.0.1:9\"\n",
+            "neither a host name",
+        ),
+    ] {
+        let file = config_file(name, text);
+        let out = Command::new(bin("proxy"))
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+}
+
+/// A proxy started from `text`, and the file's path.
+fn proxy_from_file(name: &str, text: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let file = config_file(name, text);
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let proxy = Proc::spawn("proxy", &args);
+    (proxy, file)
+}
+
+#[test]
+fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
+    let (a, a_addr) = backend();
+    let text = format!("zmq_backend = \"{a_addr}\"\ngrpc_backend = \"{a_addr}\"\n");
+    let (proxy, file) = proxy_from_file("truncated", &text, &[]);
+    let addr = proxy.listen_addr();
+    // Truncated (say, by a failed deploy): every route would fall back to the built-in
+    // defaults. Refused, naming what is missing.
+    std::fs::write(&file, "").unwrap();
+    proxy.signal("HUP");
+    let line = proxy.wait_for_log("reload rejected", PATIENCE);
+    assert!(
+        line.contains("zmq_backend") && line.contains("grpc_backend"),
+        "{line}"
+    );
+    zmq_connection(&addr, &a);
+    // Put back, it reloads.
+    std::fs::write(&file, &text).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log("reloaded", PATIENCE);
+    zmq_connection(&addr, &a);
+}
+
+#[test]
+fn sighup_without_a_config_file_is_logged_and_ignored() {
+    let (a, a_addr) = backend();
+    let mut proxy = start_proxy(&a_addr, &a_addr, &[]);
+    let addr = proxy.listen_addr();
+    proxy.signal("HUP");
+    proxy.wait_for_log("nothing to reload", PATIENCE);
+    zmq_connection(&addr, &a);
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(PATIENCE).success());
+}
+
+#[test]
+fn a_config_path_that_blocks_stalls_nothing() {
+    let (a, a_addr) = backend();
+    let text = format!("zmq_backend = \"{a_addr}\"\n");
+    let (proxy, file) = proxy_from_file(
+        "fifo",
+        &text,
+        &["--threads", "1", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = proxy.listen_addr();
+    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
+    let admin = parse_kv(&line)["metrics_addr"].clone();
+    // The file becomes a FIFO nobody writes: reading it would block for ever.
+    std::fs::remove_file(&file).unwrap();
+    let made = Command::new("mkfifo").arg(&file).status().unwrap();
+    assert!(made.success());
+    proxy.signal("HUP");
+    let line = proxy.wait_for_log("reload rejected", PATIENCE);
+    assert!(line.contains("not a regular file"), "{line}");
+    // Serving never stopped: connections and the health check are answered.
+    zmq_connection(&addr, &a);
+    let mut health = TcpStream::connect(&admin).unwrap();
+    health
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    health.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let _ = std::fs::remove_file(&file);
+}

@@ -245,29 +245,24 @@ fn slowloris_does_not_delay_a_good_client() {
     assert!(idle.len() == 1000);
 }
 
-#[test]
-fn fd_exhaustion_is_survived_and_backed_off() {
-    let pull = Proc::spawn("zmq_pull", &["--bind", "tcp://127.0.0.1:*"]);
-    let grpc = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
-    let (zmq_backend, grpc_backend) = (
-        pull.listen_addr().trim_start_matches("tcp://").to_owned(),
-        grpc.listen_addr(),
-    );
-    // A proxy allowed only 32 descriptors (soft and hard), so a few idle clients exhaust it.
+/// A proxy whose open-file limit is 128 (soft and hard).
+fn proxy_with_fd_limit(zmq_backend: &str, grpc_backend: &str, extra: &[&str]) -> Proc {
     let mut cmd = std::process::Command::new(bin("proxy"));
-    cmd.args(["--listen", "127.0.0.1:0", "--zmq-backend", &zmq_backend])
+    cmd.env("RUST_LOG", "info,zmq_grpc_proxy::proxy::admin=debug");
+    cmd.args(["--listen", "127.0.0.1:0", "--zmq-backend", zmq_backend])
         .args([
             "--grpc-backend",
-            &grpc_backend,
+            grpc_backend,
             "--detect-timeout-ms",
-            "1000",
-        ]);
+            "20000",
+        ])
+        .args(extra);
     // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the forked child.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
-                rlim_cur: 32,
-                rlim_max: 32,
+                rlim_cur: 128,
+                rlim_max: 128,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -275,20 +270,11 @@ fn fd_exhaustion_is_survived_and_backed_off() {
             Ok(())
         });
     }
-    let proxy = Proc::from_command("proxy", cmd);
-    let addr = proxy.listen_addr();
+    Proc::from_command("proxy", cmd)
+}
 
-    let idle: Vec<_> = (0..60)
-        .map(|_| TcpStream::connect(&addr).unwrap())
-        .collect();
-    proxy.wait_for_log("accept failed", PATIENCE);
-    assert!(
-        proxy.stderr().contains("Too many open files"),
-        "EMFILE is what was hit"
-    );
-    drop(idle);
-
-    // The proxy is alive and, once descriptors free up, serves both protocols again.
+/// Both protocols are served through `addr`.
+fn serves_both(addr: &str, pull: &Proc) {
     let out = run_to_end(
         "grpc_client",
         &[
@@ -298,8 +284,6 @@ fn fd_exhaustion_is_survived_and_backed_off() {
             "5",
             "--interval-ms",
             "0",
-            "--timeout-ms",
-            "20000",
         ],
         PATIENCE,
     );
@@ -318,6 +302,69 @@ fn fd_exhaustion_is_survived_and_backed_off() {
     );
     assert_eq!(push.summary_u64("sent"), 5);
     pull.wait_for_logs(&["message", "sequence=4"], 1, PATIENCE);
+}
+
+#[test]
+fn a_low_fd_limit_lowers_max_connections_so_idle_clients_cannot_exhaust_descriptors() {
+    let pull = Proc::spawn("zmq_pull", &["--bind", "tcp://127.0.0.1:*"]);
+    let grpc = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+    let zmq_backend = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+    let proxy = proxy_with_fd_limit(&zmq_backend, &grpc.listen_addr(), &[]);
+    let addr = proxy.listen_addr();
+    // 128 descriptors, 80 kept in reserve, 3 per connection (two sockets and a share of
+    // splice pipes): 16 connections, said at start-up.
+    let line = proxy.wait_for_log("open-file limit too low", PATIENCE);
+    assert!(line.contains("max_connections=16"), "{line}");
+
+    let idle: Vec<_> = (0..60)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    proxy.wait_for_log("rejecting connections", PATIENCE);
+    assert!(
+        !proxy.stderr().contains("Too many open files"),
+        "the limit is enforced at accept, before descriptors run out"
+    );
+    drop(idle);
+    serves_both(&addr, &pull);
+}
+
+#[test]
+fn idle_admin_connections_cannot_starve_the_data_port() {
+    let pull = Proc::spawn("zmq_pull", &["--bind", "tcp://127.0.0.1:*"]);
+    let grpc = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+    let zmq_backend = pull.listen_addr().trim_start_matches("tcp://").to_owned();
+    let proxy = proxy_with_fd_limit(
+        &zmq_backend,
+        &grpc.listen_addr(),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = proxy.listen_addr();
+    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
+    let admin = parse_kv(&line)["metrics_addr"].clone();
+    // 150 connections that never send a request: before the admin endpoint was capped, each
+    // held a descriptor for 5 s and the data port's accept failed with EMFILE.
+    let idle: Vec<_> = (0..150)
+        .map(|_| TcpStream::connect(&admin).unwrap())
+        .collect();
+    // The endpoint takes a few and closes the rest at once; uncapped, it kept every one
+    // open for 5 s and ran out of descriptors (logged at debug, enabled below).
+    let deadline = Instant::now() + PATIENCE;
+    let mut closed = vec![false; idle.len()];
+    while closed.iter().filter(|c| **c).count() < 150 - 16 && Instant::now() < deadline {
+        for (mut c, done) in idle.iter().zip(closed.iter_mut()) {
+            c.set_nonblocking(true).unwrap();
+            *done |= match c.read(&mut [0u8; 1]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(10)); // polling the sockets' state
+    }
+    let closed = closed.iter().filter(|c| **c).count();
+    assert_eq!(closed, 150 - 16);
+    serves_both(&addr, &pull);
+    assert!(!proxy.stderr().contains("Too many open files"));
+    drop(idle);
 }
 
 #[test]

@@ -318,3 +318,115 @@ async fn a_relayed_connection_idle_past_the_idle_timeout_is_reset_on_both_sides(
     assert_eq!(p.metric(series), 1);
     assert_eq!(p.metric("zgp_connections_active{route=\"zmq\"}"), 0);
 }
+
+#[tokio::test]
+async fn a_client_cannot_make_the_backend_trust_a_forged_proxy_header() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut routes = routes("127.0.0.1:1", "127.0.0.1:1");
+    routes.fallback = Some(Target::Backend(
+        backend.local_addr().unwrap().to_string().parse().unwrap(),
+    ));
+    routes.proxy_protocol = vec![proxy::RouteName::Fallback];
+    let p = Proxy::start(routes, limits()).await;
+    // What an attacker would like the backend to believe.
+    let mut forged = Vec::new();
+    zmq_grpc_proxy::proxy::proxy_protocol::write_header(
+        &mut forged,
+        "6.6.6.6:666".parse().unwrap(),
+        p.addr,
+    );
+    forged.extend_from_slice(b"payload");
+    for attempt in 1..=20u64 {
+        // The forged header, then a reset at once: the proxy must not lose track of who
+        // the client really is (it once asked the socket after the reset, got nothing, and
+        // forwarded the client's bytes without its own header).
+        let client = TcpStream::connect(p.addr).await.unwrap();
+        let real = client.local_addr().unwrap();
+        let mut client = client;
+        client.write_all(&forged).await.unwrap();
+        client.set_zero_linger().unwrap();
+        drop(client);
+        // Wait until the proxy has an outcome for this connection.
+        let ended = || {
+            let text = p.metrics.encode();
+            let sum = |name: &str| -> u64 {
+                text.lines()
+                    .filter(|l| l.starts_with(name))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            };
+            sum("zgp_connections_closed_total") + sum("zgp_connections_rejected_total")
+        };
+        while ended() < attempt {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Either the backend saw nothing of it, or it saw the proxy's own header first,
+        // naming the real client.
+        let Ok(Ok((mut upstream, _))) =
+            tokio::time::timeout(Duration::from_millis(50), backend.accept()).await
+        else {
+            continue;
+        };
+        let (got, _) = read_to_end(&mut upstream).await;
+        if got.is_empty() {
+            continue;
+        }
+        let header = ppp::v2::Header::try_from(got.as_slice())
+            .unwrap_or_else(|e| panic!("attempt {attempt}: no PROXY header first: {e:?}"));
+        match header.addresses {
+            ppp::v2::Addresses::IPv4(a) => {
+                assert_eq!(
+                    std::net::SocketAddr::from((a.source_address, a.source_port)),
+                    real,
+                    "attempt {attempt}"
+                );
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_balancer_s_proxy_header_names_the_client_to_backends() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap().to_string();
+    let mut routes = routes(&backend_addr, &backend_addr);
+    routes.accept_proxy_protocol = vec!["127.0.0.0/8".parse().unwrap()];
+    routes.proxy_protocol = vec![proxy::RouteName::Zmq];
+    let p = Proxy::start(routes, limits()).await;
+    let mut balancer = TcpStream::connect(p.addr).await.unwrap();
+    balancer
+        .write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 7000\r\n")
+        .await
+        .unwrap();
+    balancer.write_all(&ZMTP_SIGNATURE).await.unwrap();
+    let (mut upstream, _) = backend.accept().await.unwrap();
+    let mut got = vec![0u8; 28 + ZMTP_SIGNATURE.len()];
+    upstream.read_exact(&mut got).await.unwrap();
+    let header = ppp::v2::Header::try_from(&got[..28]).unwrap();
+    let want = ppp::v2::Addresses::IPv4(ppp::v2::IPv4::new(
+        [203, 0, 113, 7],
+        [198, 51, 100, 1],
+        5555,
+        7000,
+    ));
+    assert_eq!(header.addresses, want);
+    assert_eq!(&got[28..], &ZMTP_SIGNATURE, "then the client's own bytes");
+}
+
+#[tokio::test]
+async fn a_proxy_header_from_an_untrusted_source_is_unrecognised() {
+    let (backend, _echo) = echo_backend().await;
+    let mut routes = routes(&backend, &backend);
+    routes.accept_proxy_protocol = vec!["10.0.0.0/8".parse().unwrap()];
+    let p = Proxy::start(routes, limits()).await;
+    let mut client = TcpStream::connect(p.addr).await.unwrap();
+    client
+        .write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 7000\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_to_end(&mut client).await;
+    assert!(got.is_empty());
+    let series = "zgp_connections_rejected_total{reason=\"unrecognised\"}";
+    assert_eq!(p.metric(series), 1);
+}

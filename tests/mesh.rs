@@ -231,7 +231,8 @@ async fn grpc_peer(
         let shutdown = async {
             let _ = stopped.await;
         };
-        grpc_server::serve(listener, service, shutdown)
+        // grpc_server::serve sets TCP_NODELAY on every connection it accepts.
+        grpc_server::serve(listener, service, Duration::from_secs(1), shutdown)
             .await
             .unwrap();
     });

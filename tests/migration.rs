@@ -226,3 +226,143 @@ fn stage_3_bridge_loses_nothing_while_grpc_server_restarts() {
         "bridge restart: {N} delivered, {failed} failed attempts retried, {duplicates} duplicates"
     );
 }
+
+/// A bridge on one lane (`--max-in-flight 1`), so every sender queues behind every other.
+fn one_lane_bridge(grpc: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--grpc",
+        grpc,
+        "--max-in-flight",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let bridge = Proc::spawn("zmq_bridge", &args);
+    let endpoint = bridge.listen_addr();
+    (bridge, endpoint)
+}
+
+fn push(endpoint: &str, sender: &str, count: u64, size: usize) -> Proc {
+    Proc::spawn(
+        "zmq_push",
+        &[
+            "--connect",
+            endpoint,
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+            "--interval-ms",
+            "0",
+            "--sender",
+            sender,
+            "--linger-ms",
+            "60000",
+        ],
+    )
+}
+
+#[test]
+fn stage_3_bridge_dead_letters_a_message_the_server_rejects_and_its_lane_moves_on() {
+    let mut server = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+    let grpc = format!("http://{}", server.listen_addr());
+    // The bridge takes frames up to 100 MB, so a 70 MB one reaches grpc_server, whose limit
+    // is 64 MiB: rejected with OutOfRange, however often it is sent.
+    let (mut bridge, endpoint) = one_lane_bridge(&grpc, &["--max-message-bytes", "100000000"]);
+    let mut big = push(&endpoint, "big", 1, 70_000_000);
+    assert!(big.wait_exit(PATIENCE).success());
+    // The big message has been tried before the small ones are sent behind it.
+    bridge.wait_for_log("sender=big", PATIENCE);
+    let mut small = push(&endpoint, "small", 100, 64);
+    assert!(small.wait_exit(PATIENCE).success());
+    server.wait_for_log("sequence=99 sender=small", PATIENCE);
+
+    let dead = bridge.wait_for_log("dead-lettered", PATIENCE);
+    for field in [
+        "sequence=0",
+        "sender=big",
+        "code=OutOfRange",
+        "dead_lettered=1",
+    ] {
+        assert!(dead.contains(field), "{field} missing from {dead:?}");
+    }
+    assert_eq!(bridge.count_logs(&["delivery failed"]), 0, "retried");
+    bridge.signal("TERM");
+    assert!(bridge.wait_exit(PATIENCE).success());
+    let b = bridge.summary();
+    for (key, want) in [
+        ("received", "101"),
+        ("delivered", "100"),
+        ("dead_lettered", "1"),
+        ("undelivered", "0"),
+        ("failed_attempts", "0"),
+    ] {
+        assert_eq!(b[key], want, "{key}");
+    }
+    // New keys go at the end of the summary line.
+    assert!(bridge.stdout().trim_end().ends_with("dead_lettered=1"));
+
+    server.signal("TERM");
+    assert!(server.wait_exit(PATIENCE).success());
+    let s = server.summary();
+    assert_eq!(
+        (s["received"].as_str(), s["senders"].as_str()),
+        ("100", "1")
+    );
+    for k in ["skipped", "repeated", "corrupt"] {
+        assert_eq!(s[k], "0", "{k}");
+    }
+}
+
+#[test]
+fn stage_3_bridge_disconnects_a_peer_that_sends_more_than_max_message_bytes() {
+    let mut server = Proc::spawn("grpc_server", &["--bind", "127.0.0.1:0"]);
+    let grpc = format!("http://{}", server.listen_addr());
+    // The env-var form of the flag, to cover it too.
+    let mut bridge = Proc::spawn_env(
+        "zmq_bridge",
+        &[
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--grpc",
+            &grpc,
+            "--max-in-flight",
+            "1",
+        ],
+        &[("ZMQ_BRIDGE_MAX_MESSAGE_BYTES", "1000")],
+    );
+    let endpoint = bridge.listen_addr();
+    // 5,000 bytes: libzmq drops the connection at the frame header, the message with it.
+    let mut big = push(&endpoint, "big", 1, 5000);
+    assert!(big.wait_exit(PATIENCE).success());
+    let mut small = push(&endpoint, "small", 50, 64);
+    assert!(small.wait_exit(PATIENCE).success());
+    server.wait_for_log("sequence=49 sender=small", PATIENCE);
+
+    bridge.signal("TERM");
+    assert!(bridge.wait_exit(PATIENCE).success());
+    let b = bridge.summary();
+    assert_eq!(
+        (b["received"].as_str(), b["delivered"].as_str()),
+        ("50", "50")
+    );
+    server.signal("TERM");
+    assert!(server.wait_exit(PATIENCE).success());
+    assert_eq!(server.count_logs(&["sender=big"]), 0);
+}
+
+#[test]
+fn bridge_max_message_bytes_is_in_help_with_its_env_var() {
+    let out = std::process::Command::new(bin("zmq_bridge"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--max-message-bytes"), "{help}");
+    assert!(
+        help.contains("[env: ZMQ_BRIDGE_MAX_MESSAGE_BYTES="),
+        "{help}"
+    );
+    assert!(help.contains("[default: 67108864]"), "{help}");
+}

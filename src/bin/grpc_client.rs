@@ -9,7 +9,8 @@ use zmq_grpc_proxy::peers::grpc_client::{self, CallMode, ClientConfig};
 use zmq_grpc_proxy::peers::message::default_sender;
 
 /// Sends numbered protobuf messages to the Ingest service; prints sent / acknowledged /
-/// failed and latency percentiles on stdout, and exits 1 if any call failed.
+/// failed and latency percentiles (unary) or the number of streams (stream) on stdout, and
+/// exits 1 if any call failed.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -33,7 +34,8 @@ struct Args {
     /// Milliseconds between messages, per worker (0: back to back).
     #[arg(long, env = "GRPC_CLIENT_INTERVAL_MS", default_value_t = 100)]
     interval_ms: u64,
-    /// unary: one Send call per message; stream: one SendStream call per worker.
+    /// unary: one Send call per message (summary has latency percentiles); stream: one
+    /// SendStream call per worker (summary counts streams; no per-message latency).
     #[arg(long, env = "GRPC_CLIENT_MODE", value_enum, default_value_t = CallMode::Unary)]
     mode: CallMode,
     /// Sender name carried in each message (default: grpc_client-<pid>).

@@ -1,5 +1,7 @@
 //! `grpc_server`: the gRPC server of the demo.
 
+use std::time::Duration;
+
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
 use zmq_grpc_proxy::migrate::mux::{self, MuxConfig};
@@ -18,6 +20,12 @@ struct Args {
     /// migration stage two, one port, gRPC answered here.
     #[arg(long, env = "GRPC_SERVER_ZMQ_FORWARD")]
     zmq_forward: Option<BackendAddr>,
+    /// On SIGINT/SIGTERM: stop accepting, let calls in flight (and, with --zmq-forward,
+    /// forwarded connections) finish for this many milliseconds, then cancel the rest and
+    /// exit 0. A second signal exits at once (130).
+    #[arg(long, env = "GRPC_SERVER_DRAIN_TIMEOUT_MS",
+          default_value_t = grpc_server::DEFAULT_DRAIN_TIMEOUT_MS)]
+    drain_timeout_ms: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -31,15 +39,18 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => exit_usage(format_args!("cannot bind {}: {e}", args.bind)),
     };
     let service = IngestService::default();
-    let shutdown = zmq_grpc_proxy::shutdown::signal();
+    let shutdown = zmq_grpc_proxy::shutdown::signal_twice_exits();
+    let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     match args.zmq_forward {
-        None => grpc_server::serve(listener, service.clone(), shutdown).await?,
+        None => grpc_server::serve(listener, service.clone(), drain_timeout, shutdown).await?,
         Some(zmq_backend) => {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, %zmq_backend, "forwarding ZeroMQ on the gRPC port");
             }
             let grpc = grpc_server::router(service.clone()).await;
-            mux::serve(listener, grpc, MuxConfig::new(zmq_backend), shutdown).await?
+            let mut config = MuxConfig::new(zmq_backend);
+            config.limits.drain_timeout = drain_timeout;
+            mux::serve(listener, grpc, config, shutdown).await?
         }
     }
     println!("grpc_server summary: {}", service.summary());

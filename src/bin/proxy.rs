@@ -7,27 +7,6 @@ use zmq_grpc_proxy::config::{self, Reloader};
 use zmq_grpc_proxy::proxy::{self, admin};
 use zmq_grpc_proxy::shutdown;
 
-fn bind(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    if !reuse_port {
-        return std::net::TcpListener::bind(addr);
-    }
-    use std::net::ToSocketAddrs;
-    let addr = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("address resolves to nothing"))?;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
 fn main() -> anyhow::Result<()> {
     let argv: Vec<_> = std::env::args_os().collect();
     let args = match config::resolve(&argv) {
@@ -40,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     };
     args.log.init();
     let fd_limit = raise_fd_limit();
-    let listener = match bind(&args.listen, args.reuse_port) {
+    let listener = match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     };

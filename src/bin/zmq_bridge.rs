@@ -4,11 +4,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::migrate::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
+use zmq_grpc_proxy::migrate::zmq_bridge::{
+    Bridge, BridgeConfig, BridgeError, DEFAULT_MAX_MESSAGE_BYTES,
+};
 
 /// Binds a ZMQ PULL socket and delivers every message from zmq_push to grpc_server as a
 /// unary Send call: in order per sender, retried until acknowledged, reading ZMQ only as fast
-/// as the gRPC side takes messages. Prints a summary line on stdout when it stops.
+/// as the gRPC side takes messages. A message the server rejects for good (invalid, too
+/// large, ...) is dead-lettered: logged with its sender and sequence, counted, not retried.
+/// Prints a summary line on stdout when it stops.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -29,6 +33,12 @@ struct Args {
     /// On SIGINT/SIGTERM, milliseconds allowed to deliver messages already read.
     #[arg(long, env = "ZMQ_BRIDGE_DRAIN_TIMEOUT_MS", default_value_t = 10000)]
     drain_timeout_ms: u64,
+    /// Longest ZMQ message accepted, in bytes (default: what grpc_server accepts). A peer
+    /// that sends a longer one is disconnected by libzmq before the message is read.
+    #[arg(long, env = "ZMQ_BRIDGE_MAX_MESSAGE_BYTES",
+          default_value_t = DEFAULT_MAX_MESSAGE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    max_message_bytes: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -44,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         lanes: args.max_in_flight as usize,
         timeout: Duration::from_millis(args.timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
     };
     let bridge = match runtime.block_on(async { Bridge::bind(config) }) {
         Ok(b) => b,

@@ -58,7 +58,13 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn read(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking open: opening a FIFO for reading would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     // A FIFO or device would block or never end: only a regular file is a config file.
     if !meta.is_file() {

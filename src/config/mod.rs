@@ -21,6 +21,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches, Parser};
 
 use crate::cli::LogArgs;
+use crate::proxy::proxy_protocol::Cidr;
 use crate::proxy::relay::SpliceMode;
 use crate::proxy::{BackendAddr, Limits, ProxyConfig, RouteName, RouteTable, Routes, Target};
 use crate::proxy::{TlsRoutes, TlsRule};
@@ -83,6 +84,12 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_PROXY_PROTOCOL", value_delimiter = ',',
           value_parser = RouteName::from_str)]
     pub proxy_protocol: Vec<RouteName>,
+    /// Address blocks (CIDR, comma-separated) of load balancers whose connections open with
+    /// a PROXY protocol v1 or v2 header: the client it names is logged and passed on in the
+    /// header sent to backends. From any other source a PROXY header is unrecognised input.
+    #[arg(long, env = "PROXY_ACCEPT_PROXY_PROTOCOL", value_delimiter = ',',
+          value_parser = Cidr::from_str)]
+    pub accept_proxy_protocol: Vec<Cidr>,
     /// Bind with SO_REUSEPORT, so several proxy processes can share the listen port and the
     /// kernel spreads connections between them.
     #[arg(long, env = "PROXY_REUSE_PORT")]
@@ -222,6 +229,7 @@ impl ProxyArgs {
                 rules: self.tls_routes.clone(),
                 default: self.tls_backend.clone().map(Target::Backend),
             }),
+            accept_proxy_protocol: self.accept_proxy_protocol.clone(),
         }
     }
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 use tracing::{debug, warn};
 
 use super::member::{Member, MeshError, Stage};
@@ -88,15 +87,8 @@ pub async fn start(
         let _ = stopped.await;
     };
     if stage == Stage::Grpc {
-        // TCP_NODELAY on each connection: tonic sets it only on listeners it binds.
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-            s.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
-        let serve = router.serve_with_incoming_shutdown(incoming, shutdown);
         let server = tokio::spawn(async move {
-            if let Err(e) = serve.await {
+            if let Err(e) = crate::serve::serve(listener, router, STOP, shutdown).await {
                 warn!(error = %e, "gRPC server failed");
             }
         });

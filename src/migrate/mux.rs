@@ -8,6 +8,16 @@
 //! that first returns the bytes detection consumed, then reads the socket: tonic sees the
 //! whole HTTP/2 preface, as if it had accepted the connection itself.
 //!
+//! One signal stops both sides at once, and both drain for `limits.drain_timeout`:
+//! forwarded ZeroMQ connections as the proxy drains them (reset at the timeout), gRPC
+//! calls through [`serve_incoming`] (cancelled at the timeout).
+//!
+//! `TCP_NODELAY` is set on the listener before serving starts, so every socket accepted
+//! from it inherits the option, and again on each connection handed to tonic. Linux copies
+//! the option when the handshake completes, before `accept`, so a connection that arrives
+//! before the listener has it keeps Nagle on for life; [`proxy::run`] sets it only after
+//! announcing `listening`, too late for a client that connects at once.
+//!
 //! ```
 //! use std::time::Duration;
 //! use zmq_grpc_proxy::peers::grpc_server::{router, IngestService};
@@ -19,8 +29,10 @@
 //! // gRPC: the Ingest service (and health, reflection), answered here.
 //! let grpc = router(IngestService::default()).await;
 //! // ZeroMQ: forwarded to the old zmq_pull server.
-//! let config = MuxConfig::new("127.0.0.1:7001".parse()?);
-//! // Serve until the shutdown future resolves (a signal, in a real server).
+//! let mut config = MuxConfig::new("127.0.0.1:7001".parse()?);
+//! // Serve until the shutdown future resolves (a signal, in a real server), then let
+//! // open calls and connections finish for up to the drain timeout.
+//! config.limits.drain_timeout = Duration::from_secs(5);
 //! let shutdown = tokio::time::sleep(Duration::from_millis(10));
 //! serve(listener, grpc, config, shutdown).await?;
 //! # Ok(())
@@ -33,9 +45,11 @@ use std::io;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::io::PrefixedStream;
 use crate::proxy::{self, BackendAddr, Limits, LocalServer, ProxyConfig, Routes, Target};
+use crate::serve::serve_incoming;
 
 /// Settings for [`serve`]: where ZeroMQ goes, and the proxy's [`Limits`] (its defaults
 /// unless changed).
@@ -64,8 +78,9 @@ pub enum MuxError {
 }
 
 /// Serves `grpc` and forwards ZeroMQ to `config.zmq_backend`, all on `listener`, until
-/// `shutdown` resolves; then stops accepting, drains forwarded connections (resetting
-/// those still open at the drain timeout) and lets tonic finish its in-flight calls.
+/// `shutdown` resolves; then stops accepting and drains both sides at once for
+/// `config.limits.drain_timeout`: forwarded connections still open then are reset, gRPC
+/// calls still open are cancelled. Returns when every connection has ended.
 pub async fn serve(
     listener: TcpListener,
     grpc: tonic::transport::server::Router,
@@ -80,19 +95,43 @@ pub async fn serve(
         fallback: None,
         proxy_protocol: Vec::new(),
         tls: None,
+        accept_proxy_protocol: Vec::new(),
     });
     proxy_config.limits = config.limits;
-    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    // The one shutdown, seen by both sides; also set if either side ends on its own (an
+    // error), so the other never outlives it.
+    let stop = CancellationToken::new();
+    let signal = async {
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    };
     let accept = async {
-        let result = proxy::run(listener, proxy_config, shutdown).await;
-        let _ = stop_grpc.send(());
+        let result = proxy::run(listener, proxy_config, stop.cancelled()).await;
+        stop.cancel();
         result
     };
-    let incoming = ReceiverStream::new(incoming).map(Ok::<_, io::Error>);
-    let grpc = grpc.serve_with_incoming_shutdown(incoming, async {
-        let _ = grpc_stopped.await;
+    // For connections accepted before the listener had the option (see the module docs).
+    let incoming = ReceiverStream::new(incoming).map(|stream| {
+        if let Err(e) = stream.get_ref().set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        stream
     });
-    let (accepted, served) = tokio::join!(accept, grpc);
+    let grpc = async {
+        let served = serve_incoming(
+            grpc,
+            incoming,
+            config.limits.drain_timeout,
+            stop.cancelled(),
+        )
+        .await;
+        stop.cancel();
+        served
+    };
+    let ((), accepted, served) = tokio::join!(signal, accept, grpc);
     accepted?;
     served?;
     Ok(())

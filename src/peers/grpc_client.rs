@@ -1,7 +1,9 @@
 //! The gRPC load client: `concurrency` workers share one HTTP/2 connection, each sending
 //! its own numbered stream of [`Message`]s (sender `NAME/w`), by unary calls or over one
-//! client-streaming call, and the run ends with sent / acknowledged / failed counts and
-//! latency percentiles.
+//! client-streaming call, and the run ends with sent / acknowledged / failed counts. Unary
+//! runs also report latency percentiles, one sample per call; a streaming run reports how
+//! many streams carried the messages instead, since the only time it can measure is each
+//! stream's whole life, which says nothing about per-message latency.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use crate::peers::message::build;
 pub enum CallMode {
     /// One `Send` call per message; latency is per call.
     Unary,
-    /// One `SendStream` call per worker carrying all its messages; latency is per stream.
+    /// One `SendStream` call per worker carrying all its messages; no per-message latency.
     Stream,
 }
 
@@ -54,10 +56,15 @@ pub enum ClientError {
 /// What a run achieved.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Which summary the run prints: latency percentiles (unary) or stream counts (stream).
+    pub mode: CallMode,
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
-    /// Round-trip times in microseconds (per call, or per stream in stream mode).
+    /// `SendStream` calls opened (stream mode; 0 in unary mode).
+    pub streams: u64,
+    /// Round-trip times in microseconds, one per acknowledged unary call; empty in stream
+    /// mode.
     pub latency_us: Histogram<u64>,
     pub elapsed: Duration,
     /// The first failure, verbatim, to show the user what went wrong.
@@ -65,11 +72,13 @@ pub struct Report {
 }
 
 impl Report {
-    fn new() -> Self {
+    fn new(mode: CallMode) -> Self {
         Report {
+            mode,
             sent: 0,
             acked: 0,
             failed: 0,
+            streams: 0,
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("static histogram bounds are valid"),
             elapsed: Duration::ZERO,
@@ -87,6 +96,7 @@ impl Report {
         self.sent += other.sent;
         self.acked += other.acked;
         self.failed += other.failed;
+        self.streams += other.streams;
         let _ = self.latency_us.add(&other.latency_us);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -95,27 +105,36 @@ impl Report {
 }
 
 impl std::fmt::Display for Report {
+    /// The summary line. Unary: `sent acked failed p50_ms p90_ms p99_ms max_ms elapsed_s
+    /// rate_per_s` (a contract: scripts parse it). Stream: `sent acked failed streams
+    /// elapsed_s rate_per_s`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.acked as f64 / secs
+        } else {
+            0.0
+        };
         write!(
             f,
-            "sent={} acked={} failed={} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} max_ms={:.3} \
-             elapsed_s={:.3} rate_per_s={:.1}",
-            self.sent,
-            self.acked,
-            self.failed,
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            self.latency_us.max() as f64 / 1000.0,
-            secs,
-            if secs > 0.0 {
-                self.acked as f64 / secs
-            } else {
-                0.0
-            },
-        )
+            "sent={} acked={} failed={} ",
+            self.sent, self.acked, self.failed
+        )?;
+        match self.mode {
+            CallMode::Unary => {
+                let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+                write!(
+                    f,
+                    "p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} max_ms={:.3} ",
+                    ms(0.5),
+                    ms(0.9),
+                    ms(0.99),
+                    self.latency_us.max() as f64 / 1000.0,
+                )?;
+            }
+            CallMode::Stream => write!(f, "streams={} ", self.streams)?,
+        }
+        write!(f, "elapsed_s={secs:.3} rate_per_s={rate:.1}")
     }
 }
 
@@ -169,7 +188,7 @@ pub async fn run(
             CallMode::Stream => tasks.spawn(worker.stream()),
         };
     }
-    let mut report = Report::new();
+    let mut report = Report::new(config.mode);
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(r) => report.merge(r),
@@ -204,7 +223,7 @@ impl Worker {
     }
 
     async fn unary(mut self) -> Report {
-        let mut report = Report::new();
+        let mut report = Report::new(CallMode::Unary);
         let mut next = tokio::time::Instant::now();
         let mut sequence = 0;
         while self.more(sequence) && self.pace(&mut next).await {
@@ -233,10 +252,10 @@ impl Worker {
     }
 
     async fn stream(mut self) -> Report {
-        let mut report = Report::new();
+        let mut report = Report::new(CallMode::Stream);
+        report.streams = 1;
         let (tx, rx) = mpsc::channel(64);
         let mut client = self.client.clone();
-        let t0 = Instant::now();
         let call = tokio::spawn(async move { client.send_stream(ReceiverStream::new(rx)).await });
         let mut next = tokio::time::Instant::now();
         let mut sequence = 0;
@@ -257,7 +276,6 @@ impl Worker {
             Ok(Ok(summary)) => {
                 let received = summary.get_ref().received;
                 report.acked += received.min(report.sent);
-                let _ = report.latency_us.record(t0.elapsed().as_micros() as u64);
                 if received < report.sent {
                     report.fail(
                         report.sent - received,

@@ -1,11 +1,12 @@
 //! The gRPC server: the `Ingest` service from `proto/`, plus the standard health and
 //! reflection services so stock tooling (grpcurl, grpc_health_probe) works against it.
+//! Served by [`crate::serve`] (TCP_NODELAY on every connection, a bounded drain).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
@@ -32,6 +33,9 @@ impl std::fmt::Debug for GossipSink {
         f.write_str("GossipSink")
     }
 }
+
+/// After SIGINT/SIGTERM, how long in-flight calls may take before they are cancelled.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5_000;
 
 /// The `Ingest` service: logs and tallies every message it receives.
 #[derive(Debug, Default, Clone)]
@@ -155,8 +159,9 @@ pub async fn router(service: IngestService) -> tonic::transport::server::Router 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets embedded at build time are valid");
+    // No `.tcp_nodelay(true)`: tonic applies it only to listeners it binds, and every
+    // connection here comes from a stream (see `accept`).
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -166,18 +171,18 @@ pub async fn router(service: IngestService) -> tonic::transport::server::Router 
         )
 }
 
-/// Serves Ingest, health and reflection on `listener` until `shutdown` resolves, then
-/// finishes in-flight calls and returns.
+/// Serves Ingest, health and reflection on `listener` until `shutdown` resolves; then
+/// closes the port, lets in-flight calls finish for up to `drain_timeout`, cancels the
+/// rest and returns.
 pub async fn serve(
     listener: TcpListener,
     service: IngestService,
+    drain_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening");
     }
-    router(service)
-        .await
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    let router = router(service).await;
+    crate::serve::serve(listener, router, drain_timeout, shutdown).await
 }

@@ -19,25 +19,19 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::detect::{detect, Detection, MAX_PREFIX_LEN};
 use super::io::PrefixedStream;
 use super::observe;
 use super::outcome::{BackendErrorKind, Outcome, RejectReason, RelayEnd};
+use super::proxy_protocol;
 use super::relay::Relay;
 use super::routes::{decide, BackendAddr, Decision, LocalServer, RouteName, Routes, Sniffed};
 use super::routes::{Target, Unrouted};
 use super::settings::{Limits, ProxyConfig};
+use super::sniff::{sniff, Prefix};
 use super::sweep::{Sweeper, Verdict};
-use super::tls::{self, Hello};
-
-/// Bytes buffered while detecting: room for the longest signature and a little more. It
-/// lives in every connection's set-up future, so it is kept small; whatever a client sends
-/// beyond it stays in the socket and is relayed after the replay.
-const PREFIX_BUF_LEN: usize = 64;
-const _: () = assert!(PREFIX_BUF_LEN >= MAX_PREFIX_LEN);
 
 /// Serves one accepted connection until it ends, then observes its outcome. `sweeper`
 /// tells it when it has been idle too long or the drain timeout has cut it: it is reset.
@@ -81,14 +75,9 @@ async fn open(
     started: Instant,
 ) -> Result<Opened, Outcome> {
     let routes = &*config.routes.current();
-    // The addresses for a PROXY header are taken now, while the connection is surely
-    // established: a client that resets later must not make the header go missing.
-    let dialled = match routes.proxy_protocol.is_empty() {
-        true => None,
-        false => Some(client.local_addr().map_err(|e| read_error(&e))?),
-    };
-    let mut prefix = Prefix::new();
     let deadline = tokio::time::Instant::from_std(started) + config.limits.detect_timeout;
+    let (peer, dialled) = who(&mut client, peer, routes, deadline).await?;
+    let mut prefix = Prefix::new();
     let sniffed = sniff(&mut client, routes, &mut prefix, deadline).await?;
     let (route, target) = match decide(routes, &sniffed) {
         Decision::Route(route, target) => (route, target),
@@ -143,119 +132,36 @@ async fn open(
     }
 }
 
-/// The bytes read while detecting: a small inline buffer, or the whole ClientHello when TLS
-/// is routed (it can be up to a TLS record long).
-struct Prefix {
-    buf: [u8; PREFIX_BUF_LEN],
-    filled: usize,
-    hello: Vec<u8>,
-}
-
-impl Prefix {
-    fn new() -> Self {
-        Prefix {
-            buf: [0; PREFIX_BUF_LEN],
-            filled: 0,
-            hello: Vec::new(),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.hello.is_empty() {
-            &self.buf[..self.filled]
-        } else {
-            &self.hello
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.bytes().len()
-    }
-}
-
-/// Reads until the detector (and, for TLS, the ClientHello parser) decides, or the deadline.
-async fn sniff(
+/// Who the client is, and the address it dialled (when a PROXY header will need it). From a
+/// trusted load balancer both come from the PROXY header it sends first; otherwise from the
+/// socket, taken now while the connection is surely established: a client that resets
+/// later must not make the header go missing (or be replaced by one it sent itself).
+async fn who(
     client: &mut TcpStream,
+    peer: SocketAddr,
     routes: &Routes,
-    prefix: &mut Prefix,
     deadline: tokio::time::Instant,
-) -> Result<Sniffed, Outcome> {
-    let detected = tokio::time::timeout_at(deadline, read_prefix(client, prefix)).await;
-    match detected {
-        Err(_elapsed) => Ok(Sniffed::Silent),
-        Ok(Ok(Detection::Matched(protocol))) => Ok(Sniffed::Protocol(protocol)),
-        Ok(Ok(_)) if routes.routes_tls() && tls::starts_like_tls(prefix.bytes()) => {
-            // TLS needs its whole ClientHello (SNI and ALPN sit near its end), read on
-            // within what is left of the detect timeout.
-            match tokio::time::timeout_at(deadline, read_client_hello(client, prefix)).await {
-                Err(_elapsed) => Ok(Sniffed::Silent),
-                Ok(hello) => hello,
+) -> Result<(SocketAddr, Option<SocketAddr>), Outcome> {
+    if routes.expects_proxy_header(peer.ip()) {
+        let header = proxy_protocol::read_header(client);
+        return match tokio::time::timeout_at(deadline, header).await {
+            Ok(Ok(Some((source, dialled)))) => {
+                tracing::Span::current().record("client", tracing::field::display(source));
+                Ok((source, Some(dialled)))
             }
-        }
-        Ok(Ok(_)) => Ok(Sniffed::Unrecognised),
-        Ok(Err(outcome)) => Err(outcome),
-    }
-}
-
-/// Reads until the detector decides: `Matched` or `NoMatch`. The bytes stay in `prefix`
-/// (valid even if this future is dropped by the detect timeout).
-async fn read_prefix(client: &mut TcpStream, prefix: &mut Prefix) -> Result<Detection, Outcome> {
-    // Clients send their prefix right after the handshake, so by the time the connection is
-    // accepted it has often arrived: read it directly first (the socket is non-blocking),
-    // and wait for readiness only if it has not. That saves a trip through the event loop.
-    let mut first = Some(read_now(client, &mut prefix.buf));
-    loop {
-        let n = match first.take() {
-            Some(Ok(n)) => n,
-            Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                return Err(read_error(&e))
-            }
-            _ => client
-                .read(&mut prefix.buf[prefix.filled..])
-                .await
-                .map_err(|e| read_error(&e))?,
+            // LOCAL / UNKNOWN: the balancer speaking for itself (a health check).
+            Ok(Ok(None)) => Ok((peer, client.local_addr().ok())),
+            Ok(Err(e)) => Err(rejected(RejectReason::Unrecognised, 0, Some(e.to_string()))),
+            Err(_) => Err(rejected(
+                RejectReason::DetectTimeout,
+                0,
+                Some("no PROXY header".into()),
+            )),
         };
-        if n == 0 {
-            return Err(rejected(RejectReason::ClosedEarly, prefix.filled, None));
-        }
-        prefix.filled += n;
-        match detect(&prefix.buf[..prefix.filled]) {
-            // A full buffer must never turn into a zero-length read that spins
-            // (unreachable while PREFIX_BUF_LEN >= MAX_PREFIX_LEN).
-            Detection::NeedMore if prefix.filled < PREFIX_BUF_LEN => {}
-            Detection::NeedMore => return Ok(Detection::NoMatch),
-            decided => return Ok(decided),
-        }
     }
-}
-
-fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    (&*socket2::SockRef::from(client)).read(buf)
-}
-
-/// Reads on until `prefix.hello` holds a whole ClientHello message.
-async fn read_client_hello(
-    client: &mut TcpStream,
-    prefix: &mut Prefix,
-) -> Result<Sniffed, Outcome> {
-    prefix.hello.extend_from_slice(&prefix.buf[..prefix.filled]);
-    loop {
-        match tls::parse(&prefix.hello) {
-            Hello::Parsed(hello) => return Ok(Sniffed::Tls(hello)),
-            Hello::NotTls => return Ok(Sniffed::Unrecognised),
-            Hello::NeedMore => {}
-        }
-        let mut chunk = [0u8; 2048];
-        let want = (tls::MAX_HELLO_BYTES - prefix.hello.len()).min(chunk.len());
-        let n = client
-            .read(&mut chunk[..want])
-            .await
-            .map_err(|e| read_error(&e))?;
-        if n == 0 {
-            return Err(rejected(RejectReason::ClosedEarly, prefix.len(), None));
-        }
-        prefix.hello.extend_from_slice(&chunk[..n]);
+    match routes.proxy_protocol.is_empty() {
+        true => Ok((peer, None)),
+        false => Ok((peer, Some(client.local_addr().map_err(|e| read_error(&e))?))),
     }
 }
 
@@ -296,7 +202,7 @@ async fn replay(
         None => upstream.write_all(prefix).await,
         Some((client, dialled)) => {
             let mut opening = Vec::with_capacity(52 + prefix.len());
-            super::proxy_protocol::write_header(&mut opening, client, dialled);
+            proxy_protocol::write_header(&mut opening, client, dialled);
             opening.extend_from_slice(prefix);
             upstream.write_all(&opening).await
         }
@@ -364,7 +270,7 @@ async fn hand_over(
     Outcome::Local { route, delivered }
 }
 
-fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome {
+pub(super) fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome {
     Outcome::Rejected {
         reason,
         received,
@@ -372,11 +278,11 @@ fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Ou
     }
 }
 
-fn read_error(e: &std::io::Error) -> Outcome {
+pub(super) fn read_error(e: &std::io::Error) -> Outcome {
     rejected(RejectReason::ReadError, 0, Some(e.to_string()))
 }
 
-fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome {
+pub(super) fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome {
     match (why, sniffed) {
         (Unrouted::Silent, _) => rejected(RejectReason::DetectTimeout, received, None),
         (Unrouted::NoTlsRoute, Sniffed::Tls(hello)) => rejected(

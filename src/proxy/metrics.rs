@@ -67,6 +67,7 @@ pub struct Metrics {
     registry: Registry,
     ready: AtomicBool,
     pub accepted: Counter,
+    pub accept_errors: Counter,
     pub rejected: Family<ReasonLabels, Counter>,
     pub closed: Family<ClosedLabels, Counter>,
     pub active: Family<RouteLabels, Gauge>,
@@ -89,6 +90,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             ready: AtomicBool::new(false),
             accepted: Counter::default(),
+            accept_errors: Counter::default(),
             rejected: Family::default(),
             closed: Family::default(),
             active: Family::default(),
@@ -101,6 +103,11 @@ impl Default for Metrics {
             "connections_accepted",
             "Connections accepted",
             m.accepted.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Accepts that failed for want of resources (EMFILE, ENFILE, ENOBUFS), each retried after a back-off",
+            m.accept_errors.clone(),
         );
         registry.register(
             "connections_rejected",

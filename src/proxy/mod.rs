@@ -12,7 +12,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`server`] | [`run`]: accept loop, `--max-connections`, drain with a task tracker |
-//! | [`conn`] | the per-connection pipeline, stage by stage |
+//! | [`conn`] | the per-connection pipeline, stage by stage; its first stage, reading the prefix, is `sniff` |
 //! | [`detect`] | pure: first bytes → ZMTP, HTTP/2, or neither |
 //! | [`tls`] | pure: a ClientHello → SNI and ALPN |
 //! | [`routes`] | route names, backend addresses, the route table, and the pure [`routes::decide`] |
@@ -37,6 +37,7 @@ pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod settings;
+mod sniff;
 pub mod sweep;
 pub mod tls;
 

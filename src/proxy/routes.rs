@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::detect::Protocol;
 use super::io::PrefixedStream;
+use super::proxy_protocol::Cidr;
 use super::tls::ClientHello;
 
 /// The name of a route, as operators see it in logs, metrics (`route="zmq"`), the
@@ -153,6 +154,9 @@ pub struct Routes {
     pub proxy_protocol: Vec<RouteName>,
     /// TLS connections, by SNI and ALPN; `None` treats TLS like any unrecognised protocol.
     pub tls: Option<TlsRoutes>,
+    /// Sources (load balancers) whose connections open with a PROXY v1/v2 header naming
+    /// the real client; from anywhere else a PROXY header is unrecognised input.
+    pub accept_proxy_protocol: Vec<Cidr>,
 }
 
 /// One TLS rule: every condition given must hold. `sni` is a host name, or `*.domain` for
@@ -207,7 +211,13 @@ impl Routes {
             fallback: None,
             proxy_protocol: Vec::new(),
             tls: None,
+            accept_proxy_protocol: Vec::new(),
         }
+    }
+
+    /// Whether a connection from `ip` must open with a PROXY header.
+    pub fn expects_proxy_header(&self, ip: std::net::IpAddr) -> bool {
+        self.accept_proxy_protocol.iter().any(|c| c.contains(ip))
     }
 
     /// Whether TLS ClientHellos are worth reading on for.

@@ -44,6 +44,7 @@ pub async fn run(
         refusals: Default::default(),
     });
     let addr = listener.local_addr()?;
+    set_inherited_options(&listener, &server.config.limits);
     // State first, then the line that announces it.
     server.config.metrics.set_ready(true);
     let routes = server.config.routes.current();
@@ -95,6 +96,7 @@ impl Server {
             "conn",
             id,
             %peer,
+            client = tracing::field::Empty,
             route = tracing::field::Empty,
             backend = tracing::field::Empty,
             local_port = tracing::field::Empty,
@@ -139,18 +141,6 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    // Accepted sockets inherit TCP_NODELAY from the listener (Linux), one syscall fewer per
-    // connection than setting it on each.
-    let socket = socket2::SockRef::from(&listener);
-    if let Err(e) = socket.set_tcp_nodelay(true) {
-        warn!(error = %e, "cannot set TCP_NODELAY on the listener");
-    }
-    // Keepalive is inherited the same way (tested in `conn::tests`).
-    if let Some(keepalive) = server.config.limits.keepalive() {
-        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
-            warn!(error = %e, "cannot set TCP keepalive on the listener");
-        }
-    }
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
@@ -171,6 +161,7 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the process or system is out of resources. Slow
                 // down instead of spinning; established connections keep being served.
+                server.config.metrics.accept_errors.inc();
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::select! {
@@ -189,6 +180,51 @@ async fn accept_loop(
         drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
         "stopped accepting; draining open connections"
     );
+}
+
+/// Binds `addr` (the first address it resolves to) for [`run`], with the options accepted
+/// sockets inherit already set, so that no connection, however early, misses them.
+/// `reuse_port` lets several processes share the port (the kernel spreads connections).
+pub fn bind(
+    addr: &str,
+    reuse_port: bool,
+    limits: &super::Limits,
+) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("address resolves to nothing"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    set_inherited_options(&socket, limits);
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepted sockets inherit TCP_NODELAY and keepalive from the listener (Linux): one
+/// syscall fewer per connection than setting them on each. Set before "listening" is
+/// logged; a binary that can should also set them before `listen()` (see `bin/proxy.rs`),
+/// for connections that arrive before `run` starts.
+pub fn set_inherited_options(listener: &impl std::os::fd::AsFd, limits: &super::Limits) {
+    let socket = socket2::SockRef::from(listener);
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        warn!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
+    if let Some(keepalive) = limits.keepalive() {
+        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+            warn!(error = %e, "cannot set TCP keepalive on the listener");
+        }
+    }
 }
 
 fn is_per_connection_error(e: &std::io::Error) -> bool {

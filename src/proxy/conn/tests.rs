@@ -68,3 +68,25 @@ async fn backend_connections_get_keepalive() {
     let upstream = super::connect(&backend, &off).await.unwrap();
     assert!(!socket2::SockRef::from(&upstream).keepalive().unwrap());
 }
+
+/// What one client can cost before it is routed: the set-up future (boxed once per
+/// connection, freed when the relay starts) holds the 64-byte prefix buffer, timers and the
+/// address lookup. A ClientHello read on (TLS routes only) adds at most
+/// `tls::MAX_HELLO_BYTES` on the heap; a PROXY header from a trusted balancer at most 528.
+#[tokio::test]
+async fn the_detect_phase_stays_small() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (s, peer) = l.accept().await.unwrap();
+    let config = super::ProxyConfig::new(super::Routes::to_backends(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+    ));
+    let setup = super::open(s, peer, &config, std::time::Instant::now());
+    let size = std::mem::size_of_val(&setup);
+    eprintln!("set-up future: {size} bytes");
+    assert!(size <= 1152, "set-up future: {size} bytes");
+    drop(c);
+}

@@ -7,9 +7,24 @@
 //!
 //! * Messages are spread over `lanes` by sender; a lane makes one call at a time, so one
 //!   sender's messages reach the server in the order they were pushed.
-//! * A failed call is retried, with back-off, until it succeeds. A lane stuck retrying holds
-//!   its queue (one message), the reader stops reading ZMQ when its lane is full, and ZMQ's
-//!   high-water marks then make the senders wait: backpressure instead of loss.
+//! * A call that failed for a reason that can pass is retried, with back-off, until it
+//!   succeeds. A lane stuck retrying holds its queue (one message), the reader stops reading
+//!   ZMQ when its lane is full, and ZMQ's high-water marks then make the senders wait:
+//!   backpressure instead of loss.
+//! * A message the server rejects for good is dead-lettered: logged with its sender and
+//!   sequence, counted, and not retried, so the messages behind it on its lane move on.
+//!   [`verdict`] decides which failures those are, from the status code alone: codes that
+//!   say *this message* is unacceptable (InvalidArgument, OutOfRange, FailedPrecondition,
+//!   NotFound, AlreadyExists, and ResourceExhausted when it is about the message's size).
+//!   Everything that says something about the server or the path to it (Unavailable,
+//!   DeadlineExceeded, Cancelled, Aborted, Internal, Unknown, DataLoss, Unimplemented,
+//!   Unauthenticated, PermissionDenied, a quota's ResourceExhausted) is retried: it would
+//!   fail every message alike, and dead-lettering would then throw the whole stream away
+//!   during an outage, a wrong deployment or a credentials problem, where holding it with
+//!   backpressure loses nothing.
+//! * Frames longer than `max_message_bytes` (by default the gRPC server's own limit) never
+//!   reach a lane: libzmq drops the connection of the peer that sends one
+//!   (`ZMQ_MAXMSGSIZE`), before the bridge reads or buffers it.
 //! * A call the server carried out but whose answer was lost (the server stopped in
 //!   between) is sent again: at most one duplicate per lane per failure.
 //!
@@ -26,13 +41,21 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::pb::ingest_client::IngestClient;
 use crate::pb::Message;
 
 const POLL: Duration = Duration::from_millis(100);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest sender name or server error message written to the log (both come from the
+/// network).
+const MAX_LOGGED_CHARS: usize = 256;
+
+/// The default for [`BridgeConfig::max_message_bytes`]: what the gRPC server accepts.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = crate::peers::grpc_server::MAX_MESSAGE_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -46,6 +69,8 @@ pub struct BridgeConfig {
     pub timeout: Duration,
     /// At shutdown, how long already-read messages may take to be delivered.
     pub drain_timeout: Duration,
+    /// Longest ZMQ frame accepted; libzmq disconnects a peer that sends a longer one.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +100,22 @@ pub struct BridgeStats {
     pub failed_attempts: AtomicU64,
     /// Frames that were not a `Message` (logged and skipped: nothing to deliver).
     pub malformed: AtomicU64,
+    /// Messages the server rejected for good (logged, not retried).
+    pub dead_lettered: AtomicU64,
 }
 
 impl std::fmt::Display for BridgeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (received, delivered) = (get(&self.received), get(&self.delivered));
+        let dead_lettered = get(&self.dead_lettered);
+        // Every message received ends up in exactly one of delivered, dead_lettered and
+        // undelivered (still in a lane when the drain ended). New keys go at the end.
         write!(
             f,
-            "received={received} delivered={delivered} undelivered={} failed_attempts={} malformed={}",
-            received.saturating_sub(delivered),
+            "received={received} delivered={delivered} undelivered={} failed_attempts={} \
+             malformed={} dead_lettered={dead_lettered}",
+            received.saturating_sub(delivered + dead_lettered),
             get(&self.failed_attempts),
             get(&self.malformed)
         )
@@ -115,6 +146,7 @@ impl Bridge {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PULL)?;
         socket.set_rcvtimeo(POLL.as_millis() as i32)?;
+        socket.set_maxmsgsize(i64::try_from(config.max_message_bytes).unwrap_or(i64::MAX))?;
         socket.set_ipv6(config.bind.contains('['))?;
         socket
             .bind(&config.bind)
@@ -159,7 +191,8 @@ impl Bridge {
                 Arc::clone(&stats),
             )));
         }
-        info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes, "listening");
+        info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
+              max_message_bytes = self.config.max_message_bytes, "listening");
 
         while !stop.load(Ordering::Relaxed) {
             let frame = match self.socket.recv_bytes(0) {
@@ -177,90 +210,65 @@ impl Bridge {
             };
             stats.received.fetch_add(1, Ordering::Relaxed);
             let lane = &senders[lane_of(&message.sender, lanes)];
-            // Waits while the lane is busy: backpressure onto ZMQ, never a drop. A stop
-            // request does not abandon the message already read: it gets the drain time.
-            let handed = runtime.block_on(async {
-                let mut give_up_at = None;
-                loop {
-                    match tokio::time::timeout(POLL, lane.reserve()).await {
-                        Ok(Ok(slot)) => {
-                            slot.send(message);
-                            return true;
-                        }
-                        Ok(Err(_)) => return false, // the lane's worker is gone
-                        Err(_) if stop.load(Ordering::Relaxed) => {
-                            let at = *give_up_at.get_or_insert_with(|| {
-                                tokio::time::Instant::now() + self.config.drain_timeout
-                            });
-                            if tokio::time::Instant::now() >= at {
-                                return false;
-                            }
-                        }
-                        Err(_) => {}
-                    }
-                }
-            });
-            if !handed {
+            if !runtime.block_on(self.hand_to_lane(lane, message, stop)) {
                 warn!("stopping with a message read but not handed to a lane");
                 break;
             }
         }
 
-        info!(
-            drain_timeout_ms = self.config.drain_timeout.as_millis() as u64,
-            "stopped reading; delivering what was read"
-        );
         drop(senders);
-        let drain_timeout = self.config.drain_timeout;
-        let drained = runtime.block_on(async move {
-            tokio::time::timeout(drain_timeout, async {
-                for w in workers {
-                    let _ = w.await;
-                }
-            })
-            .await
-        });
-        if drained.is_err() {
-            warn!("drain timeout reached with messages undelivered");
-        }
+        runtime.block_on(self.drain(workers));
         Ok(stats)
     }
-}
 
-fn lane_of(sender: &str, lanes: usize) -> usize {
-    let mut h = DefaultHasher::new();
-    sender.hash(&mut h);
-    (h.finish() % lanes as u64) as usize
-}
-
-/// One lane: each message is sent until the server acknowledges it, in arrival order.
-async fn deliver(
-    lane: usize,
-    mut queue: mpsc::Receiver<Message>,
-    mut client: IngestClient<Channel>,
-    timeout: Duration,
-    stats: Arc<BridgeStats>,
-) {
-    while let Some(message) = queue.recv().await {
-        let mut backoff = Duration::from_millis(50);
+    /// Waits while the lane is busy: backpressure onto ZMQ, never a drop. A stop request
+    /// does not abandon the message already read: it gets the drain time. `false` if the
+    /// message could not be handed over.
+    async fn hand_to_lane(
+        &self,
+        lane: &mpsc::Sender<Message>,
+        message: Message,
+        stop: &AtomicBool,
+    ) -> bool {
+        let mut give_up_at = None;
         loop {
-            let mut request = tonic::Request::new(message.clone());
-            request.set_timeout(timeout);
-            match client.send(request).await {
-                Ok(_) => {
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    debug!(lane, sequence = message.sequence, sender = %message.sender, "delivered");
-                    break;
+            match tokio::time::timeout(POLL, lane.reserve()).await {
+                Ok(Ok(slot)) => {
+                    slot.send(message);
+                    return true;
                 }
-                Err(status) => {
-                    let failed = stats.failed_attempts.fetch_add(1, Ordering::Relaxed) + 1;
-                    warn!(lane, sequence = message.sequence, sender = %message.sender,
-                          error = %status, failed_attempts = failed, retry_in_ms = backoff.as_millis() as u64,
-                          "delivery failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Ok(Err(_)) => return false, // the lane's worker is gone
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    let at = *give_up_at.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.config.drain_timeout
+                    });
+                    if tokio::time::Instant::now() >= at {
+                        return false;
+                    }
                 }
+                Err(_) => {}
             }
         }
     }
+
+    /// After reading stops: lets the lanes deliver what was read, up to the drain timeout.
+    async fn drain(&self, workers: Vec<tokio::task::JoinHandle<()>>) {
+        let drain_timeout = self.config.drain_timeout;
+        info!(
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            "stopped reading; delivering what was read"
+        );
+        let all = async {
+            for w in workers {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(drain_timeout, all).await.is_err() {
+            warn!("drain timeout reached with messages undelivered");
+        }
+    }
 }
+
+mod deliver;
+
+use deliver::{deliver, lane_of};
