@@ -59,6 +59,8 @@ const BINARIES: [(&str, &[&str]); 7] = [
             "--max-in-flight",
             "--timeout-ms",
             "--drain-timeout-ms",
+            "--payload",
+            "ZMQ_BRIDGE_PAYLOAD",
             "ZMQ_BRIDGE_BIND",
         ],
     ),

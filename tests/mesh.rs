@@ -430,3 +430,69 @@ fn gossip_mesh_stops_cleanly_on_sigterm() {
     assert!(mesh.wait_exit(PATIENCE).success(), "{}", mesh.stderr());
     assert_eq!(mesh.summary()["interrupted"], "true");
 }
+
+/// `zmq_bridge --payload opaque`: messages that are not ours — several parts, binary,
+/// an empty part — reach the gRPC side byte for byte, in order, with the sender's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_forwards_foreign_frames_byte_for_byte() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = GossipSink::new(move |f| {
+        let _ = tx.send(f.clone());
+    });
+    let service = IngestService::with_gossip_sink(sink);
+    let _server = tokio::spawn(grpc_server::serve(
+        listener,
+        service,
+        Duration::from_secs(1),
+        std::future::pending(),
+    ));
+    let mut bridge = Proc::spawn(
+        "zmq_bridge",
+        &[
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--grpc",
+            &grpc,
+            "--payload",
+            "opaque",
+        ],
+    );
+    let endpoint = bridge.listen_addr();
+    let sent: Vec<Vec<Vec<u8>>> = (0..6u8)
+        .map(|i| {
+            vec![
+                b"wire".to_vec(),
+                vec![],
+                (0..=255).map(|b: u8| b ^ i).collect(),
+            ]
+        })
+        .collect();
+    let to_send = sent.clone();
+    tokio::task::spawn_blocking(move || {
+        let context = zmq::Context::new();
+        let push = context.socket(zmq::PUSH).unwrap();
+        push.set_linger(5_000).unwrap();
+        push.connect(&endpoint).unwrap();
+        for parts in to_send {
+            push.send_multipart(parts, 0).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    for want in &sent {
+        let got = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got.parts, want);
+        assert_eq!(got.peer_address, "127.0.0.1");
+    }
+    bridge.signal("TERM");
+    assert!(bridge.wait_exit(PATIENCE).success());
+    let s = bridge.summary();
+    for (k, v) in [("received", "6"), ("delivered", "6"), ("malformed", "0")] {
+        assert_eq!(s[k], v, "{k} in {s:?}");
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
 use zmq_grpc_proxy::migrate::zmq_bridge::{
-    Bridge, BridgeConfig, BridgeError, DEFAULT_MAX_MESSAGE_BYTES,
+    Bridge, BridgeConfig, BridgeError, Payload, DEFAULT_MAX_MESSAGE_BYTES,
 };
 
 /// Binds a ZMQ PULL socket and delivers every message from zmq_push to grpc_server as a
@@ -39,6 +39,11 @@ struct Args {
           default_value_t = DEFAULT_MAX_MESSAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     max_message_bytes: u64,
+    /// message: each frame is a zgproxy.v1.Message, delivered with Send (others counted
+    /// malformed); opaque: every message, all parts and the sender's address, forwarded
+    /// byte for byte with Gossip, lanes keyed by peer address.
+    #[arg(long, env = "ZMQ_BRIDGE_PAYLOAD", value_enum, default_value_t = Payload::Message)]
+    payload: Payload,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
+        payload: args.payload,
     };
     let bridge = match runtime.block_on(async { Bridge::bind(config) }) {
         Ok(b) => b,

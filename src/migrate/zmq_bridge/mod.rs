@@ -28,6 +28,12 @@
 //! * A call the server carried out but whose answer was lost (the server stopped in
 //!   between) is sent again: at most one duplicate per lane per failure.
 //!
+//! With [`Payload::Opaque`] the bridge does not interpret messages at all: every ZMQ message
+//! (all its parts, and the peer address ZMQ reports for it, `ZMQ_MSG` property
+//! "Peer-Address") is forwarded byte for byte as one `Gossip` call, lanes keyed by that peer
+//! address, so one peer's order is kept — what a mesh of opaque, possibly encrypted frames
+//! (Habitat's `Wire` envelopes) needs. The same retry and dead-letter rules apply.
+//!
 //! On SIGINT/SIGTERM the bridge stops reading, delivers what it has already read (for up
 //! to the drain timeout) and exits. Messages still queued inside ZMQ at that point are
 //! dropped with the socket, as with any PULL server that stops.
@@ -45,7 +51,7 @@ use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::pb::ingest_client::IngestClient;
-use crate::pb::Message;
+use crate::pb::{Frames, Message};
 
 const POLL: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -56,6 +62,18 @@ const MAX_LOGGED_CHARS: usize = 256;
 
 /// The default for [`BridgeConfig::max_message_bytes`]: what the gRPC server accepts.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = crate::peers::grpc_server::MAX_MESSAGE_BYTES;
+
+/// What the bridge takes a ZMQ message to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// One frame holding a `zgproxy.v1.Message`, delivered with `Send`; other frames are
+    /// counted `malformed` and skipped.
+    #[default]
+    Message,
+    /// Anything: every message, all its parts and the sender's address, delivered as it
+    /// is with `Gossip`.
+    Opaque,
+}
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -71,6 +89,7 @@ pub struct BridgeConfig {
     pub drain_timeout: Duration,
     /// Longest ZMQ frame accepted; libzmq disconnects a peer that sends a longer one.
     pub max_message_bytes: usize,
+    pub payload: Payload,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +199,7 @@ impl Bridge {
         for lane in 0..lanes {
             // Capacity 1: a lane holds the message in flight plus one; the reader blocks on
             // the next, which is what stops it reading ZMQ while the server is away.
-            let (tx, rx) = mpsc::channel::<Message>(1);
+            let (tx, rx) = mpsc::channel::<Item>(1);
             senders.push(tx);
             let client = IngestClient::new(self.channel.clone());
             workers.push(runtime.spawn(deliver(
@@ -192,25 +211,19 @@ impl Bridge {
             )));
         }
         info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
-              max_message_bytes = self.config.max_message_bytes, "listening");
+              max_message_bytes = self.config.max_message_bytes,
+              payload = ?self.config.payload, "listening");
 
         while !stop.load(Ordering::Relaxed) {
-            let frame = match self.socket.recv_bytes(0) {
-                Ok(frame) => frame,
+            let item = match self.read(&stats) {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let message = match Message::decode(frame.as_slice()) {
-                Ok(m) => m,
-                Err(e) => {
-                    stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(size = frame.len(), error = %e, "frame is not a Message; skipped");
-                    continue;
-                }
-            };
             stats.received.fetch_add(1, Ordering::Relaxed);
-            let lane = &senders[lane_of(&message.sender, lanes)];
-            if !runtime.block_on(self.hand_to_lane(lane, message, stop)) {
+            let lane = &senders[lane_of(item.lane_key(), lanes)];
+            if !runtime.block_on(self.hand_to_lane(lane, item, stop)) {
                 warn!("stopping with a message read but not handed to a lane");
                 break;
             }
@@ -221,13 +234,39 @@ impl Bridge {
         Ok(stats)
     }
 
+    /// Reads one ZMQ message; `None` if it was skipped (malformed in `Message` mode).
+    fn read(&self, stats: &BridgeStats) -> Result<Option<Item>, zmq::Error> {
+        if self.config.payload == Payload::Message {
+            let frame = self.socket.recv_bytes(0)?;
+            return Ok(match Message::decode(frame.as_slice()) {
+                Ok(m) => Some(Item::Message(m)),
+                Err(e) => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(size = frame.len(), error = %e, "frame is not a Message; skipped");
+                    None
+                }
+            });
+        }
+        let mut first = self.socket.recv_msg(0)?;
+        let peer_address = first.gets("Peer-Address").unwrap_or_default().to_owned();
+        let mut parts = vec![first.to_vec()];
+        // The other parts of a message arrive with its first: no wait, no timeout.
+        while self.socket.get_rcvmore()? {
+            parts.push(self.socket.recv_bytes(0)?);
+        }
+        Ok(Some(Item::Frames(Frames {
+            parts,
+            peer_address,
+        })))
+    }
+
     /// Waits while the lane is busy: backpressure onto ZMQ, never a drop. A stop request
     /// does not abandon the message already read: it gets the drain time. `false` if the
     /// message could not be handed over.
     async fn hand_to_lane(
         &self,
-        lane: &mpsc::Sender<Message>,
-        message: Message,
+        lane: &mpsc::Sender<Item>,
+        message: Item,
         stop: &AtomicBool,
     ) -> bool {
         let mut give_up_at = None;
@@ -271,4 +310,4 @@ impl Bridge {
 
 mod deliver;
 
-use deliver::{deliver, lane_of};
+use deliver::{deliver, lane_of, Item};
