@@ -47,6 +47,8 @@ const BINARIES: [(&str, &[&str]); 7] = [
         &[
             "--bind",
             "--zmq-forward",
+            "--metrics-listen",
+            "GRPC_SERVER_METRICS_LISTEN",
             "--log-format",
             "GRPC_SERVER_BIND",
         ],
@@ -61,6 +63,8 @@ const BINARIES: [(&str, &[&str]); 7] = [
             "--drain-timeout-ms",
             "--payload",
             "ZMQ_BRIDGE_PAYLOAD",
+            "--metrics-listen",
+            "ZMQ_BRIDGE_METRICS_LISTEN",
             "ZMQ_BRIDGE_BIND",
         ],
     ),

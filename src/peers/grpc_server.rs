@@ -148,6 +148,57 @@ impl Ingest for IngestService {
     }
 }
 
+/// The service's counts as metrics (`zgp_ingest_*`), read from its tally at every scrape.
+#[derive(Debug)]
+pub struct IngestCollector(pub IngestService);
+
+impl prometheus_client::collector::Collector for IngestCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::proxy::metrics::encode_counter;
+        let s = self.0.summary();
+        let e = &mut encoder;
+        encode_counter(
+            e,
+            "ingest_received",
+            "Messages of ours received (Send, SendStream, Gossip)",
+            s.received,
+        )?;
+        encode_counter(
+            e,
+            "ingest_foreign",
+            "Gossip messages that are not ours, counted, not interpreted",
+            s.foreign,
+        )?;
+        encode_counter(
+            e,
+            "ingest_skipped",
+            "Sequence numbers jumped over, per sender",
+            s.skipped,
+        )?;
+        encode_counter(
+            e,
+            "ingest_repeated",
+            "Messages below a sequence already seen",
+            s.repeated,
+        )?;
+        encode_counter(
+            e,
+            "ingest_corrupt",
+            "Messages whose payload did not verify",
+            s.corrupt,
+        )?;
+        encode_counter(
+            e,
+            "ingest_bytes",
+            "Bytes of every message received",
+            s.bytes,
+        )
+    }
+}
+
 /// The Ingest service plus the standard health and reflection services, ready to serve.
 pub async fn router(service: IngestService) -> tonic::transport::server::Router {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -113,12 +113,13 @@ fn truncated(s: &str) -> &str {
 /// rejects it for good.
 pub(super) async fn deliver(
     lane: usize,
-    mut queue: mpsc::Receiver<Item>,
+    mut queue: mpsc::Receiver<(Item, Instant)>,
     mut client: IngestClient<Channel>,
     timeout: Duration,
     stats: Arc<BridgeStats>,
 ) {
-    while let Some(item) = queue.recv().await {
+    while let Some((item, read_at)) = queue.recv().await {
+        stats.heads().insert(lane, read_at);
         let (sequence, sender, size) = item.describe();
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -161,6 +162,7 @@ pub(super) async fn deliver(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        stats.heads().remove(&lane);
     }
 }
 

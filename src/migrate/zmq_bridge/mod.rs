@@ -42,7 +42,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -121,6 +121,31 @@ pub struct BridgeStats {
     pub malformed: AtomicU64,
     /// Messages the server rejected for good (logged, not retried).
     pub dead_lettered: AtomicU64,
+    /// Bound and reading; false once a stop was asked for (`/readyz`).
+    pub ready: AtomicBool,
+    /// Per lane, when the message it is delivering was read from ZMQ: the oldest of these
+    /// is the oldest message not yet delivered (those queued behind are younger).
+    heads: std::sync::Mutex<std::collections::HashMap<usize, std::time::Instant>>,
+}
+
+impl BridgeStats {
+    fn heads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, std::time::Instant>> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the oldest message read and not yet delivered (or dead-lettered) has
+    /// waited; `None` when every lane is idle.
+    pub fn oldest_undelivered(&self) -> Option<Duration> {
+        self.heads().values().min().map(|at| at.elapsed())
+    }
+
+    /// Messages read and not yet delivered or dead-lettered.
+    pub fn in_flight(&self) -> u64 {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        get(&self.received).saturating_sub(get(&self.delivered) + get(&self.dead_lettered))
+    }
 }
 
 impl std::fmt::Display for BridgeStats {
@@ -143,6 +168,7 @@ impl std::fmt::Display for BridgeStats {
 
 /// A bound bridge, ready to run.
 pub struct Bridge {
+    stats: Arc<BridgeStats>,
     socket: zmq::Socket,
     _context: zmq::Context,
     endpoint: String,
@@ -177,12 +203,18 @@ impl Bridge {
             .get_last_endpoint()?
             .unwrap_or_else(|_| config.bind.clone());
         Ok(Bridge {
+            stats: Arc::default(),
             socket,
             _context: context,
             endpoint,
             channel,
             config,
         })
+    }
+
+    /// The live counts, for an admin endpoint ([`metrics::BridgeMetrics`]).
+    pub fn stats(&self) -> Arc<BridgeStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Reads ZMQ on this (blocking) thread and delivers on `runtime` until `stop` is set,
@@ -192,14 +224,14 @@ impl Bridge {
         runtime: &tokio::runtime::Handle,
         stop: &AtomicBool,
     ) -> Result<Arc<BridgeStats>, BridgeError> {
-        let stats = Arc::new(BridgeStats::default());
+        let stats = Arc::clone(&self.stats);
         let lanes = self.config.lanes.max(1);
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
         for lane in 0..lanes {
             // Capacity 1: a lane holds the message in flight plus one; the reader blocks on
             // the next, which is what stops it reading ZMQ while the server is away.
-            let (tx, rx) = mpsc::channel::<Item>(1);
+            let (tx, rx) = mpsc::channel::<(Item, Instant)>(1);
             senders.push(tx);
             let client = IngestClient::new(self.channel.clone());
             workers.push(runtime.spawn(deliver(
@@ -213,6 +245,7 @@ impl Bridge {
         info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
               max_message_bytes = self.config.max_message_bytes,
               payload = ?self.config.payload, "listening");
+        stats.ready.store(true, Ordering::Relaxed);
 
         while !stop.load(Ordering::Relaxed) {
             let item = match self.read(&stats) {
@@ -223,12 +256,14 @@ impl Bridge {
             };
             stats.received.fetch_add(1, Ordering::Relaxed);
             let lane = &senders[lane_of(item.lane_key(), lanes)];
-            if !runtime.block_on(self.hand_to_lane(lane, item, stop)) {
+            let read_at = Instant::now();
+            if !runtime.block_on(self.hand_to_lane(lane, (item, read_at), stop)) {
                 warn!("stopping with a message read but not handed to a lane");
                 break;
             }
         }
 
+        stats.ready.store(false, Ordering::Relaxed);
         drop(senders);
         runtime.block_on(self.drain(workers));
         Ok(stats)
@@ -265,8 +300,8 @@ impl Bridge {
     /// message could not be handed over.
     async fn hand_to_lane(
         &self,
-        lane: &mpsc::Sender<Item>,
-        message: Item,
+        lane: &mpsc::Sender<(Item, Instant)>,
+        message: (Item, Instant),
         stop: &AtomicBool,
     ) -> bool {
         let mut give_up_at = None;
@@ -309,5 +344,6 @@ impl Bridge {
 }
 
 mod deliver;
+pub mod metrics;
 
 use deliver::{deliver, lane_of, Item};
