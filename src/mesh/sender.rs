@@ -306,7 +306,7 @@ impl DualSender {
                 if self.config.mode == Mode::Grpc {
                     return self.not_sent(rest.len(), NotSent::NoCommonProtocol);
                 }
-                info!(%peer, error = %status.message(),
+                info!(%peer, error = %short(status.message()),
                       "gRPC refused before the message was written: sending it over ZeroMQ");
                 self.stats
                     .fell_back
@@ -314,11 +314,11 @@ impl DualSender {
                 self.send_zmq(peer, rest).await
             }
             Proof::NotConnected => {
-                debug!(%peer, error = %status.message(), "peer not reachable");
+                debug!(%peer, error = %short(status.message()), "peer not reachable");
                 self.not_sent(rest.len(), NotSent::Unreachable)
             }
             Proof::Nothing => {
-                debug!(%peer, code = ?status.code(), error = %status.message(),
+                debug!(%peer, code = ?status.code(), error = %short(status.message()),
                        "gRPC call failed after its request was written: outcome unknown");
                 self.stats.unknown.fetch_add(1, Ordering::Relaxed);
                 let mut outcomes = vec![Outcome::Unknown];
@@ -347,6 +347,11 @@ impl DualSender {
         }
         outcomes
     }
+}
+
+/// At most 200 characters of a message that came from the network, for the log.
+fn short(s: &str) -> &str {
+    s.char_indices().nth(200).map_or(s, |(end, _)| &s[..end])
 }
 
 fn find_check_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e CheckError> {

@@ -59,7 +59,12 @@ impl IngestService {
         match classify(&frames.parts) {
             Classified::Ours(m) => self.record(&m),
             Classified::Foreign => {
-                debug!(parts = frames.parts.len(), size, peer = %frames.peer_address, "foreign");
+                // The address comes from the network: at most 64 characters of it.
+                let peer = frames.peer_address.char_indices().nth(64);
+                let peer = peer.map_or(&*frames.peer_address, |(end, _)| {
+                    &frames.peer_address[..end]
+                });
+                debug!(parts = frames.parts.len(), size, %peer, "foreign");
                 self.tally
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
