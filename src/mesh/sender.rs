@@ -10,6 +10,9 @@
 //!   same check: a peer rolled back to ZeroMQ-only is found at the next connection, and
 //!   the call fails with the check's error in its source chain.
 //! * `UNIMPLEMENTED` comes from a gRPC server that has no `Gossip` method: no handler ran.
+//! * hyper's `Canceled` error ("connection closed", "connection was not ready") is raised
+//!   only for a request the HTTP/2 connection never took: the message gets one more try,
+//!   on a new (checked) connection. That is what a peer that just stopped looks like.
 //! * a ZeroMQ send that times out never queued the message (`immediate` is on).
 //!
 //! Any other gRPC failure (deadline, reset, connection lost mid-call) may come after the
@@ -117,6 +120,10 @@ enum Proof {
     GrpcRefused,
     /// A (re)connection failed its check otherwise: nothing was written.
     NotConnected,
+    /// The connection closed with the request still queued in the client (hyper's
+    /// `Canceled`, raised only for a request the connection never took): not written.
+    /// Typical of a peer that stopped just before the call; worth one new connection.
+    NeverWritten,
     /// Nothing: the peer may have taken the message.
     Nothing,
 }
@@ -126,10 +133,21 @@ fn proof(status: &tonic::Status) -> Proof {
         return Proof::GrpcRefused;
     }
     match status.source().and_then(find_check_error) {
-        Some(CheckError::Zmtp { .. }) => Proof::GrpcRefused,
-        Some(_) => Proof::NotConnected,
-        None => Proof::Nothing,
+        Some(CheckError::Zmtp { .. }) => return Proof::GrpcRefused,
+        Some(_) => return Proof::NotConnected,
+        None => {}
     }
+    // Not tonic's own deadline, which is also `Cancelled`: only hyper's canceled error.
+    let mut source = status.source();
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return Proof::NeverWritten;
+        }
+        source = e.source();
+    }
+    Proof::Nothing
 }
 
 /// The result of connecting to a peer and checking it.
@@ -194,14 +212,36 @@ impl DualSender {
         if self.config.mode == Mode::Zmq {
             return self.send_zmq(peer, messages).await;
         }
-        match self.path(peer).await {
-            Ok(Path::Grpc(client)) => self.send_grpc(peer, client, messages).await,
-            Ok(Path::Zmq { .. }) if self.config.mode == Mode::Grpc => {
-                self.not_sent(messages.len(), NotSent::NoCommonProtocol)
-            }
-            Ok(Path::Zmq { .. }) => self.send_zmq(peer, messages).await,
-            Err(why) => self.not_sent(messages.len(), why),
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut rest = messages;
+        // A second pass only for messages a closed connection never took (see `Proof`).
+        for pass in 0..2 {
+            let done = match self.path(peer).await {
+                Ok(Path::Grpc(client)) => {
+                    let (done, unwritten) = self.send_grpc(peer, client, rest).await;
+                    match unwritten {
+                        Some(unwritten) if pass == 0 => {
+                            outcomes.extend(done);
+                            rest = unwritten;
+                            continue;
+                        }
+                        Some(unwritten) => {
+                            outcomes.extend(done);
+                            self.not_sent(unwritten.len(), NotSent::Unreachable)
+                        }
+                        None => done,
+                    }
+                }
+                Ok(Path::Zmq { .. }) if self.config.mode == Mode::Grpc => {
+                    self.not_sent(rest.len(), NotSent::NoCommonProtocol)
+                }
+                Ok(Path::Zmq { .. }) => self.send_zmq(peer, rest).await,
+                Err(why) => self.not_sent(rest.len(), why),
+            };
+            outcomes.extend(done);
+            break;
         }
+        outcomes
     }
 
     fn not_sent(&self, n: usize, why: NotSent) -> Vec<Outcome> {
@@ -257,12 +297,14 @@ impl DualSender {
         }
     }
 
+    /// The outcomes so far, and the messages a closed connection never took, if that is
+    /// how it ended: those may go again, over a new connection.
     async fn send_grpc(
         &self,
         peer: SocketAddr,
         mut client: IngestClient<Channel>,
         messages: Vec<Parts>,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Option<Vec<Parts>>) {
         let mut outcomes = Vec::with_capacity(messages.len());
         for (i, parts) in messages.iter().enumerate() {
             // A copy goes out: if the call proves impossible, the message goes over ZeroMQ.
@@ -278,12 +320,17 @@ impl DualSender {
                 }
                 Err(status) => {
                     let rest = messages[i..].to_vec();
+                    if let Proof::NeverWritten = proof(&status) {
+                        debug!(%peer, "the connection closed before taking the request");
+                        self.forget(peer);
+                        return (outcomes, Some(rest));
+                    }
                     outcomes.extend(self.after_grpc_failure(peer, &status, rest).await);
-                    return outcomes;
+                    return (outcomes, None);
                 }
             }
         }
-        outcomes
+        (outcomes, None)
     }
 
     /// `rest` is the message whose call failed, then those not tried yet.
@@ -313,7 +360,7 @@ impl DualSender {
                     .fetch_add(rest.len() as u64, Ordering::Relaxed);
                 self.send_zmq(peer, rest).await
             }
-            Proof::NotConnected => {
+            Proof::NotConnected | Proof::NeverWritten => {
                 debug!(%peer, error = %short(status.message()), "peer not reachable");
                 self.not_sent(rest.len(), NotSent::Unreachable)
             }
