@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Headless demo: the processes of the tmuxinator session, without a terminal.
 #
-# Usage: scripts/demo.sh [--stage N]     (or DEMO_STAGE=N; default 1)
+# Usage: scripts/demo.sh [--stage N|mesh]     (or DEMO_STAGE=...; default 1)
 #
 # Every stage runs two zmq_push and two grpc_client (one unary, one streaming) against the
 # public port for DEMO_SECONDS, stops everything with SIGTERM, prints what each server
@@ -11,6 +11,8 @@
 #   2  grpc_server --zmq-forward on the public port: gRPC answered, ZMQ passed to zmq_pull
 #   3  as 2, but zmq_bridge replaces zmq_pull: ZMQ messages become gRPC calls
 #   4  grpc_server alone; only gRPC clients remain
+#   mesh  gossip_mesh: 6 members gossiping Habitat-style, rolled from ZeroMQ to gRPC member by
+#         member over 4 x DEMO_SECONDS (at least 8 s); fails if a rumor missed a member
 #
 # Environment (all optional):
 #   DEMO_SECONDS     how long the clients send (default 5)
@@ -25,11 +27,11 @@ while (($#)); do
   case $1 in
     --stage) stage=${2:?--stage needs a number}; shift 2 ;;
     --stage=*) stage=${1#--stage=}; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "demo: unknown argument $1 (usage: scripts/demo.sh [--stage 1|2|3|4])" >&2; exit 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "demo: unknown argument $1 (usage: scripts/demo.sh [--stage 1|2|3|4|mesh])" >&2; exit 2 ;;
   esac
 done
-case $stage in 1|2|3|4) ;; *) echo "demo: --stage must be 1, 2, 3 or 4" >&2; exit 2 ;; esac
+case $stage in 1|2|3|4|mesh) ;; *) echo "demo: --stage must be 1, 2, 3, 4 or mesh" >&2; exit 2 ;; esac
 
 seconds=${DEMO_SECONDS:-5}
 proxy_port=${DEMO_PROXY_PORT:-7000}
@@ -50,6 +52,22 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+
+if [[ $stage == mesh ]]; then
+  mesh_seconds=$((seconds * 4 > 8 ? seconds * 4 : 8))
+  echo "== mesh: gossip_mesh, 6 members on 127.0.0.1, rolled zmq -> both -> prefer-grpc -> grpc in ${mesh_seconds}s"
+  status=0
+  "$BIN_DIR/gossip_mesh" --members 6 --fanout 5 --round-ms 100 --seconds "$mesh_seconds" --rollout \
+    --seed "${DEMO_SEED:-1}" 2>"$logs/gossip_mesh.log" | tee "$logs/gossip_mesh.out" || status=$?
+  echo "logs: $logs"
+  if ((status != 0)) || ! grep -q "^gossip_mesh summary: .*ok=true" "$logs/gossip_mesh.out"; then
+    echo "demo: FAILED: gossip_mesh exited with status $status; the end of its log:" >&2
+    tail -20 "$logs/gossip_mesh.log" >&2
+    exit 1
+  fi
+  echo "demo: OK"
+  exit 0
+fi
 
 start() { # name args... ; stdout -> $logs/name.out, logs -> $logs/name.log
   local name=$1; shift

@@ -10,12 +10,14 @@
 //! | [`proxy`] | the proxy itself: accept loop, limits and drain (`server`), the per-connection pipeline (`conn`), the pure routing decision (`routes`), the prefixed stream (`io`), `relay`, `detect`, `tls`, `proxy_protocol`, the connection `outcome`, `metrics` and the `admin` endpoint |
 //! | [`peers`] | the demo peers and load generators: `zmq_push` / `zmq_pull`, `grpc_client` / `grpc_server`, and the `message` they all exchange |
 //! | [`migrate`] | the later migration stages: `mux` (gRPC served in-process, ZMQ forwarded on the same port) and `zmq_bridge` |
+//! | [`mesh`] | a gossip mesh migrating member by member: the capability `check`, the dual-stack `sender` (gRPC where the peer takes it, ZeroMQ otherwise), Butterfly-style gossip and the `gossip_mesh` rollout |
 //! | [`config`] | the proxy's flags, environment and TOML file, resolved into a [`proxy::ProxyConfig`], and reloading on SIGHUP |
 //! | [`cli`], [`shutdown`] | what every binary shares: logging flags, exit codes, signals |
 //! | [`pb`] | code generated from `proto/messages.proto` |
 //!
 //! Data flows one way: [`cli`]/[`config`] → [`proxy`] ← [`migrate`]; [`peers`] depend only
-//! on [`pb`] and each other's message helpers. No two modules import each other.
+//! on [`pb`] and each other's message helpers; [`mesh`] builds on [`peers`], [`migrate`] and
+//! [`proxy`], and nothing builds on it. No two modules import each other.
 
 #![deny(unsafe_code)]
 
@@ -32,6 +34,7 @@ pub const GIT_COMMIT: &str = env!("ZGP_GIT_COMMIT");
 
 pub mod cli;
 pub mod config;
+pub mod mesh;
 pub mod migrate;
 pub mod peers;
 pub mod proxy;

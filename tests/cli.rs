@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 
-const BINARIES: [(&str, &[&str]); 6] = [
+const BINARIES: [(&str, &[&str]); 7] = [
     (
         "proxy",
         &[
@@ -42,6 +42,8 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--interval-ms",
             "--sender",
             "--linger-ms",
+            "--prefer-grpc",
+            "ZMQ_PUSH_PREFER_GRPC",
             "ZMQ_PUSH_CONNECT",
         ],
     ),
@@ -51,6 +53,8 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--bind",
             "--zmq-forward",
             "--drain-timeout-ms",
+            "--metrics-listen",
+            "GRPC_SERVER_METRICS_LISTEN",
             "--log-format",
             "GRPC_SERVER_BIND",
         ],
@@ -64,6 +68,10 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--timeout-ms",
             "--drain-timeout-ms",
             "--max-message-bytes",
+            "--payload",
+            "ZMQ_BRIDGE_PAYLOAD",
+            "--metrics-listen",
+            "ZMQ_BRIDGE_METRICS_LISTEN",
             "ZMQ_BRIDGE_BIND",
         ],
     ),
@@ -78,6 +86,19 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "--mode",
             "--timeout-ms",
             "GRPC_CLIENT_CONNECT",
+        ],
+    ),
+    (
+        "gossip_mesh",
+        &[
+            "--members",
+            "--fanout",
+            "--round-ms",
+            "--seconds",
+            "--rollout",
+            "--seed",
+            "GOSSIP_MESH_MEMBERS",
+            "GOSSIP_MESH_ROLLOUT",
         ],
     ),
 ];

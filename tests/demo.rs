@@ -28,6 +28,32 @@ fn headless_demo_stage_4_grpc_only() {
     run_demo(4);
 }
 
+/// The mesh rollout through the script: 6 members, 8 s, every rumor everywhere.
+#[test]
+fn headless_demo_mesh_rollout() {
+    let bin_dir = Path::new(bin("gossip_mesh")).parent().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["--stage", "mesh"])
+        .env("BIN_DIR", bin_dir)
+        .env("DEMO_SECONDS", "2")
+        .output()
+        .expect("run scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("demo: OK"), "{stdout}");
+    for stage in ["zmq", "both", "prefer-grpc", "grpc"] {
+        let row = format!("| {stage} |");
+        let line = stdout.lines().find(|l| l.starts_with(&row));
+        assert!(
+            line.is_some_and(|l| l.ends_with("| yes |")),
+            "{row} in {stdout}"
+        );
+    }
+}
+
 /// Runs `scripts/demo.sh --stage N`; the script itself checks that every message sent
 /// arrived and exits non-zero otherwise.
 fn run_demo(stage: u32) {

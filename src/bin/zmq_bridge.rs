@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::migrate::zmq_bridge::metrics::BridgeMetrics;
 use zmq_grpc_proxy::migrate::zmq_bridge::{
-    Bridge, BridgeConfig, BridgeError, DEFAULT_MAX_MESSAGE_BYTES,
+    Bridge, BridgeConfig, BridgeError, Payload, DEFAULT_MAX_MESSAGE_BYTES,
 };
+use zmq_grpc_proxy::proxy::admin;
 
 /// Binds a ZMQ PULL socket and delivers every message from zmq_push to grpc_server as a
 /// unary Send call: in order per sender, retried until acknowledged, reading ZMQ only as fast
@@ -39,6 +41,16 @@ struct Args {
           default_value_t = DEFAULT_MAX_MESSAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     max_message_bytes: u64,
+    /// message: each frame is a zgproxy.v1.Message, delivered with Send (others counted
+    /// malformed); opaque: every message, all parts and the sender's address, forwarded
+    /// byte for byte with Gossip, lanes keyed by peer address.
+    #[arg(long, env = "ZMQ_BRIDGE_PAYLOAD", value_enum, default_value_t = Payload::Message)]
+    payload: Payload,
+    /// Serve /metrics (Prometheus: received, delivered, retried, dead-lettered, in flight,
+    /// age of the oldest undelivered message), /healthz and /readyz (reading, not stopping)
+    /// on this address (HOST:PORT).
+    #[arg(long, env = "ZMQ_BRIDGE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -55,12 +67,22 @@ fn main() -> anyhow::Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
+        payload: args.payload,
     };
     let bridge = match runtime.block_on(async { Bridge::bind(config) }) {
         Ok(b) => b,
         Err(e @ (BridgeError::Bind { .. } | BridgeError::Url { .. })) => exit_usage(e),
         Err(e) => return Err(e.into()),
     };
+    if let Some(addr) = &args.metrics_listen {
+        let listener = match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(l) => l,
+            Err(e) => exit_usage(format_args!("cannot listen on {addr} for metrics: {e}")),
+        };
+        let metrics = std::sync::Arc::new(BridgeMetrics::new(bridge.stats()));
+        // Serves until the process exits, so /readyz can report the drain.
+        runtime.spawn(admin::serve(listener, metrics, std::future::pending()));
+    }
     let stats = bridge.run(runtime.handle(), &stop)?;
     println!("zmq_bridge summary: {stats}");
     Ok(())

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
+use zmq_grpc_proxy::mesh::sender::{Mode, SenderConfig};
 use zmq_grpc_proxy::peers::message::default_sender;
 use zmq_grpc_proxy::peers::zmq_push::{self, PushConfig, PushError};
 
@@ -30,6 +31,14 @@ struct Args {
     /// Milliseconds queued messages may take to be delivered at exit.
     #[arg(long, env = "ZMQ_PUSH_LINGER_MS", default_value_t = 10000)]
     linger_ms: u64,
+    /// Send over gRPC (Ingest.Gossip) when the peer takes it, over ZeroMQ otherwise, checked
+    /// per connection and re-checked; a fresh ZeroMQ socket per message, Habitat-style.
+    #[arg(long, env = "ZMQ_PUSH_PREFER_GRPC")]
+    prefer_grpc: bool,
+    /// With --prefer-grpc: seconds a "ZeroMQ only" verdict is trusted before the peer is
+    /// checked again.
+    #[arg(long, env = "ZMQ_PUSH_RECHECK_S", default_value_t = 30)]
+    recheck_s: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -46,12 +55,22 @@ fn main() -> anyhow::Result<()> {
         sender: args.sender.unwrap_or_else(|| default_sender("zmq_push")),
         linger: Duration::from_millis(args.linger_ms),
     };
-    match zmq_push::run(&config, &stop) {
+    let result = if args.prefer_grpc {
+        let sender = SenderConfig {
+            ttl: Duration::from_secs(args.recheck_s),
+            linger: config.linger,
+            ..SenderConfig::new(Mode::PreferGrpc)
+        };
+        zmq_grpc_proxy::mesh::push::run(&config, sender, &stop)
+    } else {
+        zmq_push::run(&config, &stop)
+    };
+    match result {
         Ok(summary) => {
             println!("zmq_push summary: {summary}");
             Ok(())
         }
-        Err(e @ PushError::Connect { .. }) => exit_usage(e),
+        Err(e @ (PushError::Connect { .. } | PushError::Address { .. })) => exit_usage(e),
         Err(e) => Err(e.into()),
     }
 }

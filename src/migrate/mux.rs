@@ -48,6 +48,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::io::PrefixedStream;
+use crate::proxy::metrics::Metrics;
 use crate::proxy::{self, BackendAddr, Limits, LocalServer, ProxyConfig, Routes, Target};
 use crate::serve::serve_incoming;
 
@@ -58,6 +59,9 @@ pub struct MuxConfig {
     /// Where ZeroMQ connections are forwarded.
     pub zmq_backend: BackendAddr,
     pub limits: Limits,
+    /// The proxy's counters for this port (connections per route: `zmq` forwarded, `grpc`
+    /// answered here), for an admin endpoint to serve.
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl MuxConfig {
@@ -65,6 +69,7 @@ impl MuxConfig {
         MuxConfig {
             zmq_backend,
             limits: Limits::default(),
+            metrics: std::sync::Arc::default(),
         }
     }
 }
@@ -98,6 +103,7 @@ pub async fn serve(
         accept_proxy_protocol: Vec::new(),
     });
     proxy_config.limits = config.limits;
+    proxy_config.metrics = std::sync::Arc::clone(&config.metrics);
     socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
     // The one shutdown, seen by both sides; also set if either side ends on its own (an
     // error), so the other never outlives it.

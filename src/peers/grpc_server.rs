@@ -8,14 +8,31 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::pb::ingest_server::{Ingest, IngestServer};
-use crate::pb::{Ack, FetchRequest, Message, StreamSummary};
-use crate::peers::message::{build, Summary, Tally};
+use crate::pb::{Ack, FetchRequest, Frames, Message, StreamSummary};
+use crate::peers::message::{build, classify, Classified, Summary, Tally};
 
 /// Largest message accepted (tonic's default is 4 MiB, which a 4 MiB payload exceeds).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Called with every `Gossip` message before it is acknowledged, so a program that embeds
+/// the service (a mesh member) gets the frames; the acknowledgement then means "taken".
+#[derive(Clone)]
+pub struct GossipSink(Arc<dyn Fn(&Frames) + Send + Sync>);
+
+impl GossipSink {
+    pub fn new(f: impl Fn(&Frames) + Send + Sync + 'static) -> Self {
+        GossipSink(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for GossipSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GossipSink")
+    }
+}
 
 /// After SIGINT/SIGTERM, how long in-flight calls may take before they are cancelled.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5_000;
@@ -24,9 +41,38 @@ pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug, Default, Clone)]
 pub struct IngestService {
     tally: Arc<Mutex<Tally>>,
+    gossip_sink: Option<GossipSink>,
 }
 
 impl IngestService {
+    /// The service, handing every `Gossip` message to `sink` as well.
+    pub fn with_gossip_sink(sink: GossipSink) -> Self {
+        IngestService {
+            gossip_sink: Some(sink),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one opaque message: ours is verified as if it came through `Send`.
+    fn record_frames(&self, frames: &Frames) {
+        let size: usize = frames.parts.iter().map(Vec::len).sum();
+        match classify(&frames.parts) {
+            Classified::Ours(m) => self.record(&m),
+            Classified::Foreign => {
+                // The address comes from the network: at most 64 characters of it.
+                let peer = frames.peer_address.char_indices().nth(64);
+                let peer = peer.map_or(&*frames.peer_address, |(end, _)| {
+                    &frames.peer_address[..end]
+                });
+                debug!(parts = frames.parts.len(), size, %peer, "foreign");
+                self.tally
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .record_foreign(size);
+            }
+        }
+    }
+
     fn record(&self, m: &Message) {
         info!(sequence = m.sequence, sender = %m.sender, size = m.payload.len(), "message");
         let wire = prost::Message::encoded_len(m);
@@ -83,6 +129,15 @@ impl Ingest for IngestService {
         }))
     }
 
+    async fn gossip(&self, request: Request<Frames>) -> Result<Response<Ack>, Status> {
+        let frames = request.into_inner();
+        self.record_frames(&frames);
+        if let Some(sink) = &self.gossip_sink {
+            (sink.0)(&frames);
+        }
+        Ok(Response::new(Ack { sequence: 0 }))
+    }
+
     async fn send_stream(
         &self,
         request: Request<Streaming<Message>>,
@@ -95,6 +150,57 @@ impl Ingest for IngestService {
             summary.bytes += m.payload.len() as u64;
         }
         Ok(Response::new(summary))
+    }
+}
+
+/// The service's counts as metrics (`zgp_ingest_*`), read from its tally at every scrape.
+#[derive(Debug)]
+pub struct IngestCollector(pub IngestService);
+
+impl prometheus_client::collector::Collector for IngestCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::proxy::metrics::encode_counter;
+        let s = self.0.summary();
+        let e = &mut encoder;
+        encode_counter(
+            e,
+            "ingest_received",
+            "Messages of ours received (Send, SendStream, Gossip)",
+            s.received,
+        )?;
+        encode_counter(
+            e,
+            "ingest_foreign",
+            "Gossip messages that are not ours, counted, not interpreted",
+            s.foreign,
+        )?;
+        encode_counter(
+            e,
+            "ingest_skipped",
+            "Sequence numbers jumped over, per sender",
+            s.skipped,
+        )?;
+        encode_counter(
+            e,
+            "ingest_repeated",
+            "Messages below a sequence already seen",
+            s.repeated,
+        )?;
+        encode_counter(
+            e,
+            "ingest_corrupt",
+            "Messages whose payload did not verify",
+            s.corrupt,
+        )?;
+        encode_counter(
+            e,
+            "ingest_bytes",
+            "Bytes of every message received",
+            s.bytes,
+        )
     }
 }
 

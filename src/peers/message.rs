@@ -4,10 +4,16 @@
 //! Payloads are a deterministic pattern of (sequence, offset), so a receiver can verify
 //! every byte without the sender shipping a checksum, and per-sender sequences start at 0
 //! and increase by one, so gaps and repeats are visible.
+//!
+//! Not every message is ours: a mesh carries opaque frames (Habitat's `Wire` envelopes,
+//! possibly encrypted) on the same sockets. [`classify`] tells the two apart strictly, so
+//! receivers verify ours and count everything else as `foreign` instead of dropping it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use prost::Message as _;
 
 use crate::pb::Message;
 
@@ -33,6 +39,37 @@ pub fn payload_intact(message: &Message) -> bool {
         .all(|(i, &b)| b == pattern_byte(message.sequence, i))
 }
 
+/// What a received message (all its parts) is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classified {
+    /// One of ours: to be verified (sequence, payload).
+    Ours(Message),
+    /// Anything else, counted but not interpreted.
+    Foreign,
+}
+
+/// Tells our [`Message`] from any other bytes. Protobuf decoding alone is too lenient:
+/// prost skips unknown fields, so a foreign protobuf (Habitat's `Wire { encrypted = 1;
+/// nonce = 2; payload = 3 }`, say) can decode as a `Message` with an empty sender. Ours is
+/// exactly one part that decodes, has a sender, and re-encodes to the same bytes (no
+/// unknown fields, canonical encoding), which is what every sender of ours produces.
+pub fn classify<P: AsRef<[u8]>>(parts: &[P]) -> Classified {
+    let [part] = parts else {
+        return Classified::Foreign;
+    };
+    let bytes = part.as_ref();
+    match Message::decode(bytes) {
+        Ok(m) if !m.sender.is_empty() && m.encoded_len() == bytes.len() => {
+            if m.encode_to_vec() == bytes {
+                Classified::Ours(m)
+            } else {
+                Classified::Foreign
+            }
+        }
+        _ => Classified::Foreign,
+    }
+}
+
 /// A default sender name that differs between processes: `<program>-<pid>`.
 pub fn default_sender(program: &str) -> String {
     format!("{program}-{}", std::process::id())
@@ -51,6 +88,7 @@ pub struct Tally {
     repeated: u64,
     corrupt: u64,
     malformed: u64,
+    foreign: u64,
 }
 
 impl Tally {
@@ -82,6 +120,13 @@ impl Tally {
         self.bytes += wire_len as u64;
     }
 
+    /// Records a message that is not ours ([`Classified::Foreign`]), all parts counted once.
+    pub fn record_foreign(&mut self, wire_len: usize) {
+        self.arrived();
+        self.foreign += 1;
+        self.bytes += wire_len as u64;
+    }
+
     fn arrived(&mut self) {
         let now = Instant::now();
         self.first.get_or_insert(now);
@@ -90,6 +135,11 @@ impl Tally {
 
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Every message counted, ours and foreign: what `--count` compares against.
+    pub fn total(&self) -> u64 {
+        self.received + self.malformed + self.foreign
     }
 
     pub fn summary(&self) -> Summary {
@@ -101,6 +151,7 @@ impl Tally {
             repeated: self.repeated,
             corrupt: self.corrupt,
             malformed: self.malformed,
+            foreign: self.foreign,
             elapsed: match (self.first, self.last) {
                 (Some(first), Some(last)) => last - first,
                 _ => Duration::ZERO,
@@ -122,8 +173,12 @@ pub struct Summary {
     pub repeated: u64,
     /// Messages whose payload did not match the pattern.
     pub corrupt: u64,
-    /// Frames that did not decode as a message at all.
+    /// Frames that did not decode as a message at all (receivers that classify count
+    /// those as `foreign` instead).
     pub malformed: u64,
+    /// Messages that are not ours (see [`classify`]): counted, never dropped silently.
+    /// Last in the line, after the keys scripts already parse.
+    pub foreign: u64,
     /// From the first arrival to the last.
     pub elapsed: Duration,
 }
@@ -134,7 +189,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "received={} bytes={} senders={} skipped={} repeated={} corrupt={} malformed={} \
-             elapsed_s={:.3} rate_per_s={:.1}",
+             elapsed_s={:.3} rate_per_s={:.1} foreign={}",
             self.received,
             self.bytes,
             self.senders,
@@ -148,6 +203,7 @@ impl fmt::Display for Summary {
             } else {
                 0.0
             },
+            self.foreign,
         )
     }
 }
@@ -167,6 +223,44 @@ mod tests {
         let s = t.summary();
         assert_eq!((s.received, s.senders, s.bytes), (10, 2, 1100));
         assert_eq!((s.skipped, s.repeated, s.corrupt), (0, 0, 0));
+    }
+
+    #[test]
+    fn ours_is_strict_and_everything_else_is_foreign() {
+        let ours = build("a", 7, 16).encode_to_vec();
+        assert_eq!(classify(&[&ours]), Classified::Ours(build("a", 7, 16)));
+        // A Habitat-style Wire envelope { encrypted: false, payload } and the same without
+        // field 1: both decode as a Message, neither is ours.
+        let mut wire = vec![0x08, 0x00, 0x1a, 0x03];
+        wire.extend_from_slice(b"abc");
+        assert!(Message::decode(wire.as_slice()).is_ok());
+        let bare = wire[2..].to_vec();
+        assert!(Message::decode(bare.as_slice()).is_ok());
+        let mut unknown_field = ours.clone();
+        unknown_field.extend_from_slice(&[0x20, 0x01]); // field 4, varint 1
+        let cases: [&[&[u8]]; 6] = [
+            &[&wire],
+            &[&bare],
+            &[&unknown_field],
+            &[&ours, &ours], // ours, but in two parts: not a message we send
+            &[b"\xff\xff garbage"],
+            &[],
+        ];
+        for parts in cases {
+            assert_eq!(classify(parts), Classified::Foreign, "{parts:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_messages_count_toward_the_total() {
+        let mut t = Tally::default();
+        t.record(&build("a", 0, 4), 10);
+        t.record_foreign(100);
+        t.record_foreign(7);
+        assert_eq!((t.received(), t.total()), (1, 3));
+        let s = t.summary();
+        assert_eq!((s.foreign, s.bytes), (2, 117));
+        assert!(s.to_string().ends_with(" foreign=2"), "{s}");
     }
 
     #[test]

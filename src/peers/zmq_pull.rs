@@ -1,4 +1,6 @@
-//! The ZMQ PULL server: binds, decodes each frame as a [`Message`], logs it and tallies it.
+//! The ZMQ PULL server: binds, receives whole messages (all parts), verifies and tallies
+//! ours ([`Message`], one frame) and counts every other message as `foreign`, so a mesh's
+//! opaque frames (or anyone else's) are never dropped silently and `--count` finishes.
 //!
 //! libzmq is blocking here (the `zmq` crate), so the loop waits on the socket with a short
 //! receive timeout and checks the shutdown flag between waits.
@@ -6,11 +8,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use prost::Message as _;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::pb::Message;
-use crate::peers::message::{Summary, Tally};
+use crate::peers::message::{classify, Classified, Summary, Tally};
 
 /// How often a blocked receive wakes up to check for shutdown.
 const POLL: Duration = Duration::from_millis(100);
@@ -67,24 +67,25 @@ impl Puller {
         &self.endpoint
     }
 
-    /// Receives until `count` messages arrived or `stop` is set.
+    /// Receives until `count` messages (ours and foreign) arrived or `stop` is set.
     pub fn run(self, count: Option<u64>, stop: &AtomicBool) -> Result<Summary, PullError> {
         let mut tally = Tally::default();
         info!(endpoint = %self.endpoint, "listening");
-        while count.is_none_or(|c| tally.received() < c) && !stop.load(Ordering::Relaxed) {
-            let frame = match self.socket.recv_bytes(0) {
-                Ok(frame) => frame,
+        while count.is_none_or(|c| tally.total() < c) && !stop.load(Ordering::Relaxed) {
+            let parts = match self.socket.recv_multipart(0) {
+                Ok(parts) => parts,
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             };
-            match Message::decode(frame.as_slice()) {
-                Ok(m) => {
+            let size: usize = parts.iter().map(Vec::len).sum();
+            match classify(&parts) {
+                Classified::Ours(m) => {
                     info!(sequence = m.sequence, sender = %m.sender, size = m.payload.len(), "message");
-                    tally.record(&m, frame.len());
+                    tally.record(&m, size);
                 }
-                Err(e) => {
-                    warn!(size = frame.len(), error = %e, "frame is not a Message");
-                    tally.record_malformed(frame.len());
+                Classified::Foreign => {
+                    info!(parts = parts.len(), size, "foreign");
+                    tally.record_foreign(size);
                 }
             }
         }

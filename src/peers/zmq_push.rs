@@ -29,11 +29,20 @@ pub struct PushConfig {
     pub linger: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PushSummary {
+    /// Messages that left the sender: `grpc + zmq + unknown`.
     pub sent: u64,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// Acknowledged over gRPC (`--prefer-grpc` only).
+    pub via_grpc: u64,
+    /// Queued over ZeroMQ.
+    pub via_zmq: u64,
+    /// gRPC calls that failed after the request was written: maybe delivered, not retried.
+    pub unknown: u64,
+    /// Attempts that provably delivered nothing and were tried again.
+    pub retried: u64,
 }
 
 impl std::fmt::Display for PushSummary {
@@ -41,7 +50,8 @@ impl std::fmt::Display for PushSummary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "sent={} bytes={} elapsed_s={:.3} rate_per_s={:.1}",
+            "sent={} bytes={} elapsed_s={:.3} rate_per_s={:.1} grpc={} zmq={} unknown={} \
+             retried={}",
             self.sent,
             self.bytes,
             secs,
@@ -49,7 +59,11 @@ impl std::fmt::Display for PushSummary {
                 self.sent as f64 / secs
             } else {
                 0.0
-            }
+            },
+            self.via_grpc,
+            self.via_zmq,
+            self.unknown,
+            self.retried,
         )
     }
 }
@@ -61,8 +75,26 @@ pub enum PushError {
         endpoint: String,
         source: zmq::Error,
     },
+    #[error("cannot send to {endpoint}: {reason}")]
+    Address { endpoint: String, reason: String },
     #[error("ZMQ socket error: {0}")]
     Socket(#[from] zmq::Error),
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Sleeps until `at` in short steps; false if `stop` was set first.
+pub fn wait_until(at: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        std::thread::sleep((at - now).min(POLL));
+    }
 }
 
 /// Sends until `config.count` messages are queued or `stop` is set, then lingers.
@@ -81,23 +113,12 @@ pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushEr
     info!(endpoint = %config.connect, sender = %config.sender, "connected");
 
     let started = Instant::now();
-    let mut summary = PushSummary {
-        sent: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut summary = PushSummary::default();
     let mut next_send = Instant::now();
     'messages: while config.count.is_none_or(|c| summary.sent < c) {
         // Sleep in short steps so a signal is noticed within POLL.
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                break 'messages;
-            }
-            let now = Instant::now();
-            if now >= next_send {
-                break;
-            }
-            std::thread::sleep((next_send - now).min(POLL));
+        if !wait_until(next_send, stop) {
+            break 'messages;
         }
         let frame = build(&config.sender, summary.sent, config.size).encode_to_vec();
         loop {
@@ -114,6 +135,7 @@ pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushEr
         }
         info!(sequence = summary.sent, size = frame.len(), "sent");
         summary.sent += 1;
+        summary.via_zmq += 1;
         summary.bytes += frame.len() as u64;
         next_send += config.interval;
     }

@@ -1,5 +1,7 @@
 //! The admin endpoint: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (listening and not draining), served with axum's router over hyper.
+//! `/readyz` (listening and not draining), served with axum's router over hyper. It serves
+//! any [`Exposition`]: the proxy's [`Metrics`] (also the mux's, in grpc_server), or another
+//! program's registry (zmq_bridge).
 //!
 //! It shares the process with the data port, so it is kept on a short leash: at most
 //! [`MAX_CONNECTIONS`] at once (more are closed at accept), and each connection lives at
@@ -23,21 +25,39 @@ use tracing::{debug, info};
 
 use super::metrics::Metrics;
 
+/// What the endpoint serves: metrics text, and whether the program is ready.
+pub trait Exposition: Send + Sync + 'static {
+    /// The OpenMetrics text of every metric.
+    fn encode(&self) -> String;
+    /// What `/readyz` reports.
+    fn is_ready(&self) -> bool;
+}
+
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        Metrics::is_ready(self)
+    }
+}
+
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long one admin connection may stay open, whatever it does.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The endpoint's routes, for serving or for testing with `tower::ServiceExt::oneshot`.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+pub fn router<E: Exposition>(metrics: Arc<E>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_text::<E>))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+        .route("/readyz", get(ready::<E>))
         .with_state(metrics)
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn metrics_text<E: Exposition>(State(metrics): State<Arc<E>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -47,7 +67,7 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
     )
 }
 
-async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn ready<E: Exposition>(State(metrics): State<Arc<E>>) -> impl IntoResponse {
     match metrics.is_ready() {
         true => (StatusCode::OK, "ready\n"),
         false => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
@@ -55,9 +75,9 @@ async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub async fn serve<E: Exposition>(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<E>,
     shutdown: impl Future<Output = ()>,
 ) {
     let service = TowerToHyperService::new(router(metrics));

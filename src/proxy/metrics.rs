@@ -172,6 +172,15 @@ impl Default for Metrics {
             "Failed backend connections, by route and kind",
             m.backend_errors.clone(),
         );
+        m.register_operations(&mut registry);
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The process- and operations-level metrics (beside the per-connection ones).
+    fn register_operations(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connection_duration_seconds",
             "How long routed connections lasted, by route",
@@ -205,11 +214,18 @@ impl Default for Metrics {
             build,
         );
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// The proxy's metrics plus `extra`, read at every scrape: a program that embeds the
+    /// proxy (grpc_server's mux) adds its own.
+    pub fn with_collector(extra: Box<dyn prometheus_client::collector::Collector>) -> Metrics {
+        let mut m = Metrics::default();
+        m.registry.register_collector(extra);
+        m
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -226,4 +242,31 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+}
+
+/// Writes one counter into a scrape; for [`prometheus_client::collector::Collector`]s that
+/// read their values at scrape time from counters kept elsewhere.
+pub fn encode_counter(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+/// As [`encode_counter`], for a gauge.
+pub fn encode_gauge(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }

@@ -20,6 +20,7 @@ pub fn bin(name: &str) -> &'static str {
         "grpc_server" => env!("CARGO_BIN_EXE_grpc_server"),
         "grpc_client" => env!("CARGO_BIN_EXE_grpc_client"),
         "zmq_bridge" => env!("CARGO_BIN_EXE_zmq_bridge"),
+        "gossip_mesh" => env!("CARGO_BIN_EXE_gossip_mesh"),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -1,7 +1,54 @@
-//! Delivery: one worker per lane sends each message as a unary `Send`, retrying what can
-//! succeed later and dead-lettering what the server refuses for good.
+//! Delivery: one worker per lane sends each message as a unary `Send` (or, opaque, as a
+//! `Gossip` call), retrying what can succeed later and dead-lettering what the server
+//! refuses for good.
 
 use super::*;
+
+/// One message read from ZMQ, as its lane delivers it.
+#[derive(Debug, Clone)]
+pub(super) enum Item {
+    /// Ours, decoded: delivered with `Send`.
+    Message(Message),
+    /// Anything, all parts as read: delivered with `Gossip`.
+    Frames(Frames),
+}
+
+impl Item {
+    /// What keeps order: one sender's messages, or one peer's, share a lane.
+    pub(super) fn lane_key(&self) -> &str {
+        match self {
+            Item::Message(m) => &m.sender,
+            Item::Frames(f) => &f.peer_address,
+        }
+    }
+
+    async fn call(
+        &self,
+        client: &mut IngestClient<Channel>,
+        timeout: Duration,
+    ) -> Result<(), tonic::Status> {
+        match self {
+            Item::Message(m) => {
+                let mut request = tonic::Request::new(m.clone());
+                request.set_timeout(timeout);
+                client.send(request).await.map(drop)
+            }
+            Item::Frames(f) => {
+                let mut request = tonic::Request::new(f.clone());
+                request.set_timeout(timeout);
+                client.gossip(request).await.map(drop)
+            }
+        }
+    }
+
+    /// (sequence, sender or peer, bytes) for the log; opaque messages have no sequence.
+    fn describe(&self) -> (u64, &str, usize) {
+        match self {
+            Item::Message(m) => (m.sequence, &m.sender, m.encoded_len()),
+            Item::Frames(f) => (0, &f.peer_address, f.parts.iter().map(Vec::len).sum()),
+        }
+    }
+}
 
 pub(super) fn lane_of(sender: &str, lanes: usize) -> usize {
     let mut h = DefaultHasher::new();
@@ -66,20 +113,20 @@ fn truncated(s: &str) -> &str {
 /// rejects it for good.
 pub(super) async fn deliver(
     lane: usize,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<(Item, Instant)>,
     mut client: IngestClient<Channel>,
     timeout: Duration,
     stats: Arc<BridgeStats>,
 ) {
-    while let Some(message) = queue.recv().await {
+    while let Some((item, read_at)) = queue.recv().await {
+        stats.heads().insert(lane, read_at);
+        let (sequence, sender, size) = item.describe();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let mut request = tonic::Request::new(message.clone());
-            request.set_timeout(timeout);
-            let status = match client.send(request).await {
-                Ok(_) => {
+            let status = match item.call(&mut client, timeout).await {
+                Ok(()) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    debug!(lane, sequence = message.sequence, sender = %message.sender, "delivered");
+                    debug!(lane, sequence, sender = %truncated(sender), "delivered");
                     break;
                 }
                 Err(status) => status,
@@ -91,9 +138,9 @@ pub(super) async fn deliver(
                 let dead = stats.dead_lettered.fetch_add(1, Ordering::Relaxed) + 1;
                 warn!(
                     lane,
-                    sequence = message.sequence,
-                    sender = %truncated(&message.sender),
-                    size = message.encoded_len(),
+                    sequence,
+                    sender = %truncated(sender),
+                    size,
                     ?code,
                     error = %error,
                     dead_lettered = dead,
@@ -104,8 +151,8 @@ pub(super) async fn deliver(
             let failed = stats.failed_attempts.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(
                 lane,
-                sequence = message.sequence,
-                sender = %truncated(&message.sender),
+                sequence,
+                sender = %truncated(sender),
                 ?code,
                 error = %error,
                 failed_attempts = failed,
@@ -115,6 +162,7 @@ pub(super) async fn deliver(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        stats.heads().remove(&lane);
     }
 }
 

@@ -28,6 +28,12 @@
 //! * A call the server carried out but whose answer was lost (the server stopped in
 //!   between) is sent again: at most one duplicate per lane per failure.
 //!
+//! With [`Payload::Opaque`] the bridge does not interpret messages at all: every ZMQ message
+//! (all its parts, and the peer address ZMQ reports for it, `ZMQ_MSG` property
+//! "Peer-Address") is forwarded byte for byte as one `Gossip` call, lanes keyed by that peer
+//! address, so one peer's order is kept — what a mesh of opaque, possibly encrypted frames
+//! (Habitat's `Wire` envelopes) needs. The same retry and dead-letter rules apply.
+//!
 //! On SIGINT/SIGTERM the bridge stops reading, delivers what it has already read (for up
 //! to the drain timeout) and exits. Messages still queued inside ZMQ at that point are
 //! dropped with the socket, as with any PULL server that stops.
@@ -36,7 +42,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -45,7 +51,7 @@ use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::pb::ingest_client::IngestClient;
-use crate::pb::Message;
+use crate::pb::{Frames, Message};
 
 const POLL: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -56,6 +62,18 @@ const MAX_LOGGED_CHARS: usize = 256;
 
 /// The default for [`BridgeConfig::max_message_bytes`]: what the gRPC server accepts.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = crate::peers::grpc_server::MAX_MESSAGE_BYTES;
+
+/// What the bridge takes a ZMQ message to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// One frame holding a `zgproxy.v1.Message`, delivered with `Send`; other frames are
+    /// counted `malformed` and skipped.
+    #[default]
+    Message,
+    /// Anything: every message, all its parts and the sender's address, delivered as it
+    /// is with `Gossip`.
+    Opaque,
+}
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -71,6 +89,7 @@ pub struct BridgeConfig {
     pub drain_timeout: Duration,
     /// Longest ZMQ frame accepted; libzmq disconnects a peer that sends a longer one.
     pub max_message_bytes: usize,
+    pub payload: Payload,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +121,31 @@ pub struct BridgeStats {
     pub malformed: AtomicU64,
     /// Messages the server rejected for good (logged, not retried).
     pub dead_lettered: AtomicU64,
+    /// Bound and reading; false once a stop was asked for (`/readyz`).
+    pub ready: AtomicBool,
+    /// Per lane, when the message it is delivering was read from ZMQ: the oldest of these
+    /// is the oldest message not yet delivered (those queued behind are younger).
+    heads: std::sync::Mutex<std::collections::HashMap<usize, std::time::Instant>>,
+}
+
+impl BridgeStats {
+    fn heads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, std::time::Instant>> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the oldest message read and not yet delivered (or dead-lettered) has
+    /// waited; `None` when every lane is idle.
+    pub fn oldest_undelivered(&self) -> Option<Duration> {
+        self.heads().values().min().map(|at| at.elapsed())
+    }
+
+    /// Messages read and not yet delivered or dead-lettered.
+    pub fn in_flight(&self) -> u64 {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        get(&self.received).saturating_sub(get(&self.delivered) + get(&self.dead_lettered))
+    }
 }
 
 impl std::fmt::Display for BridgeStats {
@@ -124,6 +168,7 @@ impl std::fmt::Display for BridgeStats {
 
 /// A bound bridge, ready to run.
 pub struct Bridge {
+    stats: Arc<BridgeStats>,
     socket: zmq::Socket,
     _context: zmq::Context,
     endpoint: String,
@@ -158,12 +203,18 @@ impl Bridge {
             .get_last_endpoint()?
             .unwrap_or_else(|_| config.bind.clone());
         Ok(Bridge {
+            stats: Arc::default(),
             socket,
             _context: context,
             endpoint,
             channel,
             config,
         })
+    }
+
+    /// The live counts, for an admin endpoint ([`metrics::BridgeMetrics`]).
+    pub fn stats(&self) -> Arc<BridgeStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Reads ZMQ on this (blocking) thread and delivers on `runtime` until `stop` is set,
@@ -173,14 +224,14 @@ impl Bridge {
         runtime: &tokio::runtime::Handle,
         stop: &AtomicBool,
     ) -> Result<Arc<BridgeStats>, BridgeError> {
-        let stats = Arc::new(BridgeStats::default());
+        let stats = Arc::clone(&self.stats);
         let lanes = self.config.lanes.max(1);
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
         for lane in 0..lanes {
             // Capacity 1: a lane holds the message in flight plus one; the reader blocks on
             // the next, which is what stops it reading ZMQ while the server is away.
-            let (tx, rx) = mpsc::channel::<Message>(1);
+            let (tx, rx) = mpsc::channel::<(Item, Instant)>(1);
             senders.push(tx);
             let client = IngestClient::new(self.channel.clone());
             workers.push(runtime.spawn(deliver(
@@ -192,7 +243,9 @@ impl Bridge {
             )));
         }
         info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
-              max_message_bytes = self.config.max_message_bytes, "listening");
+              max_message_bytes = self.config.max_message_bytes,
+              payload = ?self.config.payload, "listening");
+        stats.ready.store(true, Ordering::Relaxed);
 
         // After a stop request, what peers already sent is still read and delivered: the
         // reading ends once the socket has been quiet for one poll (or at the drain
@@ -204,35 +257,56 @@ impl Bridge {
                 reading_until = Some(until);
                 info!("stop requested; reading what peers have already sent");
             }
-            let frame = match self.socket.recv_bytes(0) {
-                Ok(frame) => frame,
-                Err(zmq::Error::EAGAIN) if reading_until.is_some() => break,
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
             if reading_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
                 warn!("drain timeout reached while peers were still sending");
                 break;
             }
-            let message = match Message::decode(frame.as_slice()) {
-                Ok(m) => m,
-                Err(e) => {
-                    stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(size = frame.len(), error = %e, "frame is not a Message; skipped");
-                    continue;
-                }
+            let item = match self.read(&stats) {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(zmq::Error::EAGAIN) if reading_until.is_some() => break,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             };
             stats.received.fetch_add(1, Ordering::Relaxed);
-            let lane = &senders[lane_of(&message.sender, lanes)];
-            if !runtime.block_on(self.hand_to_lane(lane, message, stop)) {
+            let lane = &senders[lane_of(item.lane_key(), lanes)];
+            let read_at = Instant::now();
+            if !runtime.block_on(self.hand_to_lane(lane, (item, read_at), stop)) {
                 warn!("stopping with a message read but not handed to a lane");
                 break;
             }
         }
 
+        stats.ready.store(false, Ordering::Relaxed);
         drop(senders);
         runtime.block_on(self.drain(workers));
         Ok(stats)
+    }
+
+    /// Reads one ZMQ message; `None` if it was skipped (malformed in `Message` mode).
+    fn read(&self, stats: &BridgeStats) -> Result<Option<Item>, zmq::Error> {
+        if self.config.payload == Payload::Message {
+            let frame = self.socket.recv_bytes(0)?;
+            return Ok(match Message::decode(frame.as_slice()) {
+                Ok(m) => Some(Item::Message(m)),
+                Err(e) => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(size = frame.len(), error = %e, "frame is not a Message; skipped");
+                    None
+                }
+            });
+        }
+        let mut first = self.socket.recv_msg(0)?;
+        let peer_address = first.gets("Peer-Address").unwrap_or_default().to_owned();
+        let mut parts = vec![first.to_vec()];
+        // The other parts of a message arrive with its first: no wait, no timeout.
+        while self.socket.get_rcvmore()? {
+            parts.push(self.socket.recv_bytes(0)?);
+        }
+        Ok(Some(Item::Frames(Frames {
+            parts,
+            peer_address,
+        })))
     }
 
     /// Waits while the lane is busy: backpressure onto ZMQ, never a drop. A stop request
@@ -240,8 +314,8 @@ impl Bridge {
     /// message could not be handed over.
     async fn hand_to_lane(
         &self,
-        lane: &mpsc::Sender<Message>,
-        message: Message,
+        lane: &mpsc::Sender<(Item, Instant)>,
+        message: (Item, Instant),
         stop: &AtomicBool,
     ) -> bool {
         let mut give_up_at = None;
@@ -284,5 +358,6 @@ impl Bridge {
 }
 
 mod deliver;
+pub mod metrics;
 
-use deliver::{deliver, lane_of};
+use deliver::{deliver, lane_of, Item};

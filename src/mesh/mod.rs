@@ -1,0 +1,30 @@
+//! A gossip mesh moving from ZeroMQ to gRPC member by member (issue 12; Habitat's
+//! Supervisor gossip, "Butterfly", is the worked example in MIGRATION.md).
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`check`] | does a peer take gRPC? the HTTP/2 preface + SETTINGS exchange, on the connection that will carry the calls |
+//! | [`sender`] | [`sender::DualSender`]: per peer, gRPC where it is taken, ZeroMQ otherwise, switching only on proof the peer saw nothing |
+//! | [`zmq_send`] | Butterfly's ZeroMQ send: a fresh PUSH socket per peer per batch |
+//! | [`stats`] | the sender's counters |
+//! | [`push`] | `zmq_push --prefer-grpc`: the demo sender through the dual-stack sender |
+//! | [`rumor`] | rumors, their wire frames and Butterfly's heat (pure) |
+//! | [`member`] | a member and its incarnations: the receiver per [`member::Stage`] ([`receive`]) and Butterfly's push loop |
+//! | [`book`] | the ledger a run is judged by: who got which rumor when |
+//! | [`rollout`] | `gossip_mesh`: N members, the rollout schedule, the per-stage report |
+//! | [`rng`] | the seeded generator behind `--seed` |
+//!
+//! The mesh depends on [`crate::peers`] (the gRPC service), [`crate::migrate`] (the mux) and
+//! [`crate::proxy`] (the prefixed stream); none of them depends on it.
+
+pub mod book;
+pub mod check;
+pub mod member;
+pub mod push;
+pub mod receive;
+pub mod rng;
+pub mod rollout;
+pub mod rumor;
+pub mod sender;
+pub mod stats;
+pub mod zmq_send;
