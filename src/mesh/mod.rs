@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`check`] | does a peer take gRPC? the HTTP/2 preface + SETTINGS exchange, on the connection that will carry the calls |
 //! | [`sender`] | [`sender::DualSender`]: per peer, gRPC where it is taken, ZeroMQ otherwise, switching only on proof the peer saw nothing |
+//! | `proof` | what a failed gRPC call proves about whether the peer saw the message |
 //! | [`zmq_send`] | Butterfly's ZeroMQ send: a fresh PUSH socket per peer per batch |
 //! | [`stats`] | the sender's counters |
 //! | [`push`] | `zmq_push --prefer-grpc`: the demo sender through the dual-stack sender |
@@ -20,6 +21,7 @@
 pub mod book;
 pub mod check;
 pub mod member;
+mod proof;
 pub mod push;
 pub mod receive;
 pub mod rng;

@@ -22,17 +22,16 @@
 //! again, so an upgraded peer is noticed; a ZeroMQ send that times out clears it at once.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
 use tracing::{debug, info};
 
 use super::check::{CheckError, CheckingConnector};
+use super::proof::{find_check_error, proof, Proof};
 use super::stats::SenderStats;
 use super::zmq_send::{push_batch, PushOptions};
 use crate::pb::ingest_client::IngestClient;
@@ -112,42 +111,6 @@ impl SenderConfig {
 enum Path {
     Grpc(IngestClient<Channel>),
     Zmq { since: Instant },
-}
-
-/// What a failed gRPC call proves.
-enum Proof {
-    /// A (re)connection was checked and found ZeroMQ, or the server lacks `Gossip`.
-    GrpcRefused,
-    /// A (re)connection failed its check otherwise: nothing was written.
-    NotConnected,
-    /// The connection closed with the request still queued in the client (hyper's
-    /// `Canceled`, raised only for a request the connection never took): not written.
-    /// Typical of a peer that stopped just before the call; worth one new connection.
-    NeverWritten,
-    /// Nothing: the peer may have taken the message.
-    Nothing,
-}
-
-fn proof(status: &tonic::Status) -> Proof {
-    if status.code() == Code::Unimplemented {
-        return Proof::GrpcRefused;
-    }
-    match status.source().and_then(find_check_error) {
-        Some(CheckError::Zmtp { .. }) => return Proof::GrpcRefused,
-        Some(_) => return Proof::NotConnected,
-        None => {}
-    }
-    // Not tonic's own deadline, which is also `Cancelled`: only hyper's canceled error.
-    let mut source = status.source();
-    while let Some(e) = source {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return Proof::NeverWritten;
-        }
-        source = e.source();
-    }
-    Proof::Nothing
 }
 
 /// The result of connecting to a peer and checking it.
@@ -399,15 +362,4 @@ impl DualSender {
 /// At most 200 characters of a message that came from the network, for the log.
 fn short(s: &str) -> &str {
     s.char_indices().nth(200).map_or(s, |(end, _)| &s[..end])
-}
-
-fn find_check_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e CheckError> {
-    let mut source = Some(e);
-    while let Some(e) = source {
-        if let Some(check) = e.downcast_ref::<CheckError>() {
-            return Some(check);
-        }
-        source = e.source();
-    }
-    None
 }
