@@ -53,11 +53,13 @@ fn zmq_pull_counts_pyzmq_messages_as_foreign() {
     let endpoint = pull.listen_addr();
     let script = format!(
         "import zmq\n\
-         s = zmq.Context().socket(zmq.PUSH)\n\
+         ctx = zmq.Context()\n\
+         s = ctx.socket(zmq.PUSH)\n\
          s.setsockopt(zmq.LINGER, 5000)\n\
          s.connect('{endpoint}')\n\
          for i in range(4):\n    s.send_multipart([b'py', bytes([i]) * 3])\n\
-         s.close()\n"
+         s.close()\n\
+         ctx.term()\n"
     );
     let out = Command::new("python3")
         .args(["-c", &script])
