@@ -32,10 +32,14 @@ pub const VERSION: &str = concat!(
 /// The git commit built from (`+dirty` with uncommitted changes; `unknown` outside git).
 pub const GIT_COMMIT: &str = env!("ZGP_GIT_COMMIT");
 
+#[cfg(feature = "tools")]
 pub mod cli;
+#[cfg(feature = "tools")]
 pub mod config;
+#[cfg(feature = "tools")]
 pub mod mesh;
 pub mod migrate;
+#[cfg(feature = "tools")]
 pub mod peers;
 pub mod proxy;
 pub mod serve;

@@ -3,4 +3,5 @@
 //! turning every ZeroMQ message into a gRPC call.
 
 pub mod mux;
+#[cfg(feature = "tools")]
 pub mod zmq_bridge;

@@ -15,20 +15,23 @@
 //! `TCP_NODELAY` is set on the listener before serving starts, so every socket accepted
 //! from it inherits the option, and again on each connection handed to tonic. Linux copies
 //! the option when the handshake completes, before `accept`, so a connection that arrives
-//! before the listener has it keeps Nagle on for life; [`proxy::run`] sets it only after
-//! announcing `listening`, too late for a client that connects at once.
+//! before the listener has it would keep Nagle on for life.
+//!
+//! Embedding it in a plain tonic server (here one serving only the standard health
+//! service; any `Router` will do). This needs nothing but the crate's core: with
+//! `default-features = false` there is no libzmq, clap or demo peer in the build.
 //!
 //! ```
 //! use std::time::Duration;
-//! use zmq_grpc_proxy::peers::grpc_server::{router, IngestService};
 //! use zmq_grpc_proxy::migrate::mux::{serve, MuxConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! // gRPC: the Ingest service (and health, reflection), answered here.
-//! let grpc = router(IngestService::default()).await;
-//! // ZeroMQ: forwarded to the old zmq_pull server.
+//! // gRPC: your services, answered here.
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! let grpc = tonic::transport::Server::builder().add_service(health);
+//! // ZeroMQ: forwarded to the old server, on the same port.
 //! let mut config = MuxConfig::new("127.0.0.1:7001".parse()?);
 //! // Serve until the shutdown future resolves (a signal, in a real server), then let
 //! // open calls and connections finish for up to the drain timeout.
