@@ -262,7 +262,14 @@ async fn a_peer_rolled_back_to_zmq_gets_the_next_message_over_zmq_exactly_once()
     server.await.unwrap();
     let context = zmq::Context::new();
     let pull = context.socket(zmq::PULL).unwrap();
-    pull.bind(&format!("tcp://{addr}")).unwrap();
+    // The same port, as a restarted member would take it; the old server's sockets may
+    // hold it for a moment (or another test's connection may have been given it as its
+    // ephemeral port), so retry until the bind succeeds.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while let Err(e) = pull.bind(&format!("tcp://{addr}")) {
+        assert!(std::time::Instant::now() < deadline, "bind {addr}: {e}");
+        std::thread::sleep(Duration::from_millis(20)); // polling for the port to be free
+    }
     pull.set_rcvtimeo(PATIENCE.as_millis() as i32).unwrap();
 
     let two = vec![b"two".to_vec(), b"parts".to_vec()];
