@@ -10,6 +10,8 @@
 //! | [`proxy`] | the proxy itself: accept loop, limits and drain (`server`), the per-connection pipeline (`conn`), the pure routing decision (`routes`), the prefixed stream (`io`), `relay`, `detect`, `tls`, `proxy_protocol`, the connection `outcome`, `metrics` and the `admin` endpoint |
 //! | [`peers`] | the demo peers and load generators: `zmq_push` / `zmq_pull`, `grpc_client` / `grpc_server`, and the `message` they all exchange |
 //! | [`migrate`] | the later migration stages: `mux` (gRPC served in-process, ZMQ forwarded on the same port) and `zmq_bridge` |
+//! | [`mesh`] | a gossip mesh (Habitat's Butterfly) migrating member by member: the dual-stack sender, `gossip_mesh` |
+//! | [`serve`] | serving a tonic router with TCP_NODELAY on every connection and a bounded drain |
 //! | [`mesh`] | a gossip mesh migrating member by member: the capability `check`, the dual-stack `sender` (gRPC where the peer takes it, ZeroMQ otherwise), Butterfly-style gossip and the `gossip_mesh` rollout |
 //! | [`config`] | the proxy's flags, environment and TOML file, resolved into a [`proxy::ProxyConfig`], and reloading on SIGHUP |
 //! | [`cli`], [`shutdown`] | what every binary shares: logging flags, exit codes, signals |
