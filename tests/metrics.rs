@@ -10,16 +10,7 @@ use std::net::TcpStream;
 use common::*;
 
 fn get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
+    http_get_status(addr, path)
 }
 
 /// The value of one sample, e.g. `zgp_connections_closed_total{route="zmq",outcome="ok"}`.

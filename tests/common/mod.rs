@@ -375,3 +375,10 @@ pub fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut response).unwrap();
     response
 }
+
+/// `GET path`: the status line and the body.
+pub fn http_get_status(addr: &str, path: &str) -> (String, String) {
+    let response = http_get(addr, path);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
