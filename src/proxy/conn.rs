@@ -108,9 +108,11 @@ async fn open(
             span.record("local_port", local.port());
         }
     }
+    // A backend that wants a PROXY header never gets a byte without one.
     let header = match (routes.proxy_protocol.contains(&route), dialled) {
         (true, Some(dialled)) => Some((peer, dialled)),
-        _ => None,
+        (true, None) => return Err(read_error(&std::io::ErrorKind::NotConnected.into())),
+        (false, _) => None,
     };
     let connect = started.elapsed() - detected;
     observe::routed(&config.metrics, route, detected, Some(connect));
@@ -145,7 +147,10 @@ async fn who(
                 Ok((source, Some(dialled)))
             }
             // LOCAL / UNKNOWN: the balancer speaking for itself (a health check).
-            Ok(Ok(None)) => Ok((peer, client.local_addr().ok())),
+            Ok(Ok(None)) => {
+                let dialled = client.local_addr().map_err(|e| read_error(&e))?;
+                Ok((peer, Some(dialled)))
+            }
             Ok(Err(e)) => Err(rejected(RejectReason::Unrecognised, 0, Some(e.to_string()))),
             Err(_) => Err(rejected(
                 RejectReason::DetectTimeout,
