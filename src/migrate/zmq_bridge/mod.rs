@@ -242,10 +242,11 @@ impl Bridge {
                 Arc::clone(&stats),
             )));
         }
+        // State first, then the line that announces it (tests and operators act on it).
+        stats.ready.store(true, Ordering::Relaxed);
         info!(endpoint = %self.endpoint, grpc = %self.config.grpc, lanes,
               max_message_bytes = self.config.max_message_bytes,
               payload = ?self.config.payload, "listening");
-        stats.ready.store(true, Ordering::Relaxed);
 
         // After a stop request, what peers already sent is still read and delivered: the
         // reading ends once the socket has been quiet for one poll (or at the drain
@@ -255,6 +256,7 @@ impl Bridge {
             if reading_until.is_none() && stop.load(Ordering::Relaxed) {
                 let until = tokio::time::Instant::now() + self.config.drain_timeout;
                 reading_until = Some(until);
+                stats.ready.store(false, Ordering::Relaxed);
                 info!("stop requested; reading what peers have already sent");
             }
             if reading_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
@@ -277,7 +279,6 @@ impl Bridge {
             }
         }
 
-        stats.ready.store(false, Ordering::Relaxed);
         drop(senders);
         runtime.block_on(self.drain(workers));
         Ok(stats)
