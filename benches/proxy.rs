@@ -1,20 +1,32 @@
 //! `cargo bench --bench proxy`: the proxy against a direct connection and against HAProxy,
-//! measured in the same run, interleaved, medians of `BENCH_RUNS` (default 3) runs.
+//! measured in the same run, interleaved, medians of `BENCH_RUNS` (default 5) runs, with
+//! the CPU time each proxy process spent per unit of work next to the rates.
 //!
 //! Every scenario runs three times per run: direct to the server, through `proxy`, and
 //! through HAProxy 2.6 (tcp mode, `inspect-delay`, `req.payload` rules routing the same two
 //! prefixes, `option splice-auto`; installed from Debian if missing). The servers live in
 //! this process; the proxies are separate processes with logging at `warn` (HAProxy logs
-//! nothing either). Output: a markdown table on stdout.
+//! nothing either). Output: a markdown table on stdout (`proxy_parts/report.rs`).
 //!
-//! Environment: `BENCH_RUNS` (3), `BENCH_PROXY_ARGS` (extra proxy flags, e.g.
+//! CPU per unit of work (per MB, per message, per connection) is the utime + stime of the
+//! proxy process (or HAProxy's) read from `/proc/<pid>/stat` before and after the scenario,
+//! divided by the work done: on a shared 2-core box it moves far less than the rates do.
+//! Connection latency is measured end to end, for both protocols: from the client's write
+//! of its prefix to the backend having read it (`fb`: first byte at the backend), which for
+//! a proxy spans accept, detection, the backend connect and the replay.
+//!
+//! Environment: `BENCH_RUNS` (5), `BENCH_PROXY_ARGS` (extra proxy flags, e.g.
 //! `--splice off`, to measure one lever), `BENCH_ONLY` (comma-separated scenario keys:
-//! tput1,tput8,pp1,pp32,rate,mem,zmq,grpc).
+//! tput1,tput8,pp1,pp32,rate,fb,mem,zmq,grpc; `mem` reports at 1,000 held connections and
+//! at as many as the fd limit allows).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "proxy_parts/measure.rs"]
+mod measure;
+#[path = "proxy_parts/report.rs"]
+mod report;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use common::{Proc, PATIENCE};
 use hdrhistogram::Histogram;
+use measure::{cpu_during, rss_kib};
+use report::Samples;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,10 +53,12 @@ enum Target {
 
 const TARGETS: [Target; 3] = [Target::Direct, Target::Proxy, Target::Haproxy];
 
-/// Where each target accepts connections for the sink, echo and application backends.
+/// Where each target accepts connections for the sink, echo and stamp backends, and the
+/// process whose CPU time serves each (none for a direct connection).
 struct Addrs {
-    sink: SocketAddr,
-    echo: SocketAddr,
+    sink: (SocketAddr, Option<u32>),
+    echo: (SocketAddr, Option<u32>),
+    stamp: (SocketAddr, Option<u32>),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -120,6 +136,7 @@ async fn throughput(addr: SocketAddr, conns: usize, per_conn: u64) -> f64 {
 }
 
 struct PingPong {
+    msgs: u64,
     msgs_per_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -158,6 +175,7 @@ async fn ping_pong(addr: SocketAddr, conns: usize, dur: Duration) -> PingPong {
     }
     let secs = started.elapsed().as_secs_f64();
     PingPong {
+        msgs: all.len(),
         msgs_per_s: all.len() as f64 / secs,
         p50_us: all.value_at_quantile(0.5) as f64,
         p99_us: all.value_at_quantile(0.99) as f64,
@@ -165,8 +183,8 @@ async fn ping_pong(addr: SocketAddr, conns: usize, dur: Duration) -> PingPong {
 }
 
 /// 16 workers: connect, send a ZMTP signature or the HTTP/2 preface (alternating), read the
-/// echo, close. Returns connections per second.
-async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) -> f64 {
+/// echo, close. Returns connections per second, and connections made.
+async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -198,25 +216,28 @@ async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) -> f64
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    (done as f64 / started.elapsed().as_secs_f64(), done)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// RSS growth per held connection, in bytes: at 1,000 connections and at all of them.
+struct Memory {
+    at_1k: f64,
+    at_all: f64,
+    errors: usize,
 }
 
 /// Opens `n` connections through the target (each sends its prefix and reads the echo, so it
-/// is spliced end to end), then reports the growth of the proxy's RSS per connection, in
-/// bytes. The connections stay open while RSS is read.
-async fn memory_per_connection(addr: SocketAddr, pids: &[u32], n: usize) -> (f64, usize) {
-    let before: u64 = pids.iter().map(|&p| rss_kib(p)).sum();
+/// is relayed end to end), then reports the growth of the proxy's RSS per connection since
+/// it started, in bytes, at 1,000 connections and at `n`. The connections stay open while
+/// RSS is read.
+async fn memory_per_connection(addr: SocketAddr, pid: u32, n: usize) -> Memory {
+    let before = rss_kib(pid);
+    let growth =
+        |open: usize| (rss_kib(pid).saturating_sub(before) * 1024) as f64 / open.max(1) as f64;
     let mut open = Vec::with_capacity(n);
     let mut errors = 0;
+    let mut at_1k = None;
     for chunk in 0..n.div_ceil(500) {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..500.min(n - chunk * 500) {
@@ -234,11 +255,17 @@ async fn memory_per_connection(addr: SocketAddr, pids: &[u32], n: usize) -> (f64
                 Err(_) => errors += 1,
             }
         }
+        if open.len() >= 1_000 && at_1k.is_none() {
+            at_1k = Some(growth(open.len()));
+        }
     }
-    let after: u64 = pids.iter().map(|&p| rss_kib(p)).sum();
-    let per_conn = (after.saturating_sub(before) * 1024) as f64 / open.len().max(1) as f64;
+    let at_all = growth(open.len());
     drop(open);
-    (per_conn, errors)
+    Memory {
+        at_1k: at_1k.unwrap_or(at_all),
+        at_all,
+        errors,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,10 +395,12 @@ fn raise_fd_limits() -> u64 {
     rlimit::increase_nofile_limit(want).unwrap_or(1024)
 }
 
-/// How many idle connections the memory scenario can hold: the proxy needs two descriptors
-/// per connection under the same limit, plus a few dozen of its own.
+/// How many idle connections the memory scenario can hold: the proxy budgets three
+/// descriptors per connection under the same limit (client, backend, and a share of the
+/// splice pipes of `--splice auto`; it lowers `--max-connections` to fit), plus a few dozen
+/// of its own.
 fn idle_connections(fd_limit: u64) -> usize {
-    10_000.min((fd_limit.saturating_sub(200) / 2) as usize / 100 * 100)
+    10_000.min((fd_limit.saturating_sub(200) / 3) as usize / 100 * 100)
 }
 
 /// `proxy-bench --echo-server`: an echo server in its own process, so the descriptors of
@@ -394,13 +423,6 @@ fn echo_child() -> (std::process::Child, SocketAddr) {
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-type Samples = BTreeMap<(&'static str, Target), Vec<f64>>;
-
 fn main() {
     let fd_limit = raise_fd_limits();
     if std::env::args().any(|a| a == "--echo-server") {
@@ -417,7 +439,7 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(str::to_owned).collect());
@@ -434,12 +456,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (sink, echo) = rt.block_on(async {
+    let stamps = measure::Stamps::new();
+    let (sink, echo, stamp) = rt.block_on(async {
         let s = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let e = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = (s.local_addr().unwrap(), e.local_addr().unwrap());
+        let f = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (
+            s.local_addr().unwrap(),
+            e.local_addr().unwrap(),
+            f.local_addr().unwrap(),
+        );
         tokio::spawn(sink_server(s));
         tokio::spawn(echo_server(e));
+        tokio::spawn(measure::stamp_server(f, Arc::clone(&stamps)));
         addrs
     });
 
@@ -455,12 +484,19 @@ fn main() {
     wait_for_port(grpc_app);
 
     let (proxy_sink, proxy_sink_addr) = spawn_proxy(sink, &extra);
-    let (_proxy_echo, proxy_echo_addr) = spawn_proxy(echo, &extra);
+    let (proxy_echo, proxy_echo_addr) = spawn_proxy(echo, &extra);
+    let (proxy_stamp, proxy_stamp_addr) = spawn_proxy(stamp, &extra);
     let (_proxy_zmq, proxy_zmq_addr) = spawn_proxy(zmq_app, &extra);
     let (_proxy_grpc, proxy_grpc_addr) = spawn_proxy(grpc_app, &extra);
     let (mut echo_proc, mem_echo) = echo_child();
 
-    let ha = [free_addr(), free_addr(), free_addr(), free_addr()];
+    let ha = [
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+    ];
     let cfg_dir = std::env::temp_dir().join(format!("zgp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&cfg_dir).unwrap();
     let cfg_path = cfg_dir.join("haproxy.cfg");
@@ -472,6 +508,7 @@ fn main() {
                 (ha[1], echo),
                 (ha[2], zmq_app),
                 (ha[3], grpc_app),
+                (ha[4], stamp),
             ],
             fd_limit,
         ),
@@ -479,15 +516,22 @@ fn main() {
     .unwrap();
     let mut haproxy = spawn_haproxy(&haproxy_bin, &cfg_path, &ha);
 
+    let ha_pid = Some(haproxy.id());
     let addrs = |t: Target| match t {
-        Target::Direct => Addrs { sink, echo },
+        Target::Direct => Addrs {
+            sink: (sink, None),
+            echo: (echo, None),
+            stamp: (stamp, None),
+        },
         Target::Proxy => Addrs {
-            sink: proxy_sink_addr,
-            echo: proxy_echo_addr,
+            sink: (proxy_sink_addr, Some(proxy_sink.pid())),
+            echo: (proxy_echo_addr, Some(proxy_echo.pid())),
+            stamp: (proxy_stamp_addr, Some(proxy_stamp.pid())),
         },
         Target::Haproxy => Addrs {
-            sink: ha[0],
-            echo: ha[1],
+            sink: (ha[0], ha_pid),
+            echo: (ha[1], ha_pid),
+            stamp: (ha[4], ha_pid),
         },
     };
     let app_addr = |t: Target, zmq: bool| match (t, zmq) {
@@ -499,8 +543,7 @@ fn main() {
         (Target::Haproxy, false) => ha[3],
     };
 
-    let mut s: Samples = BTreeMap::new();
-    let mut record = |k: &'static str, t: Target, v: f64| s.entry((k, t)).or_default().push(v);
+    let mut s = Samples::new();
     let mut mem_errors = 0;
     let window = Duration::from_secs(2);
     for run in 0..runs {
@@ -510,51 +553,83 @@ fn main() {
         order.rotate_left(run % 3);
         for &t in &order {
             let a = addrs(t);
+            // Each scenario is measured with the CPU time of the process serving it.
+            let mut r = report::Record {
+                samples: &mut s,
+                target: t,
+            };
             if wanted("tput1") {
-                record("tput1", t, rt.block_on(throughput(a.sink, 1, 1 << 30)));
+                let bytes = 1u64 << 30;
+                let (mbs, cpu) =
+                    cpu_during(a.sink.1, || rt.block_on(throughput(a.sink.0, 1, bytes)));
+                r.per_unit("tput1_cpu", cpu, bytes as f64 / 1e6);
+                r.add("tput1", mbs);
             }
             if wanted("tput8") {
-                record("tput8", t, rt.block_on(throughput(a.sink, 8, 128 << 20)));
+                let bytes = 8 * (128u64 << 20);
+                let (mbs, cpu) =
+                    cpu_during(a.sink.1, || rt.block_on(throughput(a.sink.0, 8, 128 << 20)));
+                r.per_unit("tput8_cpu", cpu, bytes as f64 / 1e6);
+                r.add("tput8", mbs);
             }
             if wanted("pp1") {
-                let r = rt.block_on(ping_pong(a.echo, 1, window));
-                record("pp1", t, r.msgs_per_s);
-                record("pp1_p50", t, r.p50_us);
-                record("pp1_p99", t, r.p99_us);
+                let (res, cpu) =
+                    cpu_during(a.echo.1, || rt.block_on(ping_pong(a.echo.0, 1, window)));
+                r.per_unit("pp1_cpu", cpu, res.msgs as f64);
+                r.add("pp1", res.msgs_per_s);
+                r.add("pp1_p50", res.p50_us);
+                r.add("pp1_p99", res.p99_us);
             }
             if wanted("pp32") {
-                let r = rt.block_on(ping_pong(a.echo, 32, window));
-                record("pp32", t, r.msgs_per_s);
-                record("pp32_p50", t, r.p50_us);
-                record("pp32_p99", t, r.p99_us);
+                let (res, cpu) =
+                    cpu_during(a.echo.1, || rt.block_on(ping_pong(a.echo.0, 32, window)));
+                r.per_unit("pp32_cpu", cpu, res.msgs as f64);
+                r.add("pp32", res.msgs_per_s);
+                r.add("pp32_p50", res.p50_us);
+                r.add("pp32_p99", res.p99_us);
             }
             if wanted("rate") {
-                record("rate", t, rt.block_on(connection_rate(a.echo, 16, window)));
+                let ((rate, conns), cpu) = cpu_during(a.echo.1, || {
+                    rt.block_on(connection_rate(a.echo.0, 16, window))
+                });
+                r.per_unit("rate_cpu", cpu, conns as f64);
+                r.add("rate", rate);
+            }
+            if wanted("fb") {
+                let (res, cpu) = cpu_during(a.stamp.1, || {
+                    rt.block_on(measure::first_byte(a.stamp.0, &stamps, window))
+                });
+                r.per_unit("fb_cpu", cpu, res.conns as f64);
+                r.add("fb_zmtp_p50", res.zmtp.0);
+                r.add("fb_zmtp_p99", res.zmtp.1);
+                r.add("fb_h2_p50", res.h2.0);
+                r.add("fb_h2_p99", res.h2.1);
             }
             if wanted("mem") && t != Target::Direct {
                 // A fresh process each time: memory freed by an earlier run and kept by the
                 // allocator (or HAProxy's pools) would hide the real cost of a connection.
-                let (per, errs) = if t == Target::Proxy {
+                let m = if t == Target::Proxy {
                     let (p, addr) = spawn_proxy(mem_echo, &extra);
-                    rt.block_on(memory_per_connection(addr, &[p.pid()], idle))
+                    rt.block_on(memory_per_connection(addr, p.pid(), idle))
                 } else {
                     let addr = free_addr();
                     let path = cfg_dir.join("haproxy-mem.cfg");
                     std::fs::write(&path, haproxy_config(&[(addr, mem_echo)], fd_limit)).unwrap();
                     let mut h = spawn_haproxy(&haproxy_bin, &path, &[addr]);
-                    let r = rt.block_on(memory_per_connection(addr, &[h.id()], idle));
+                    let m = rt.block_on(memory_per_connection(addr, h.id(), idle));
                     let _ = h.kill();
                     let _ = h.wait();
-                    r
+                    m
                 };
-                mem_errors += errs;
-                record("mem", t, per);
+                mem_errors += m.errors;
+                r.add("mem1k", m.at_1k);
+                r.add("mem", m.at_all);
             }
             if wanted("zmq") {
-                record("zmq", t, zmq_end_to_end(zmq_app, app_addr(t, true)));
+                r.add("zmq", zmq_end_to_end(zmq_app, app_addr(t, true)));
             }
             if wanted("grpc") {
-                record("grpc", t, grpc_end_to_end(app_addr(t, false)));
+                r.add("grpc", grpc_end_to_end(app_addr(t, false)));
             }
         }
     }
@@ -564,7 +639,19 @@ fn main() {
     let _ = echo_proc.wait();
     drop(grpc_server);
     drop(proxy_sink);
-    report(&s, runs, (idle, mem_errors), &extra);
+    let flags = if extra.is_empty() {
+        "(defaults)".to_owned()
+    } else {
+        extra.join(" ")
+    };
+    report::print(
+        &s,
+        runs,
+        &format!(
+            "{runs} interleaved runs. Proxy flags: `{flags}`. Memory scenario: {idle} idle \
+             connections held open, {mem_errors} failed to open."
+        ),
+    );
 }
 
 /// zmq_push → (target) → zmq_pull, 200,000 64-byte messages; rate measured by zmq_pull
@@ -614,96 +701,4 @@ fn grpc_end_to_end(via: SocketAddr) -> f64 {
     assert!(client.wait_exit(PATIENCE * 4).success(), "grpc_client");
     assert_eq!(client.summary_u64("failed"), 0);
     client.summary()["rate_per_s"].parse().unwrap()
-}
-
-fn report(s: &Samples, runs: usize, (idle, mem_errors): (usize, usize), extra: &[String]) {
-    let m = |k: &'static str, t: Target| s.get(&(k, t)).map(|v| median(v.clone()));
-    let rows = [
-        (
-            "tput1",
-            "throughput, 1 connection",
-            "MB/s",
-            "≥ 1.3× HAProxy",
-        ),
-        (
-            "tput8",
-            "throughput, 8 connections",
-            "MB/s",
-            "≥ 1.2× HAProxy",
-        ),
-        ("pp1", "ping-pong 64 B, 1 connection", "msg/s", ""),
-        ("pp1_p50", "ping-pong 1 conn, p50 RTT", "µs", ""),
-        ("pp1_p99", "ping-pong 1 conn, p99 RTT", "µs", ""),
-        (
-            "pp32",
-            "ping-pong 64 B, 32 connections",
-            "msg/s",
-            "≥ 1.1× HAProxy",
-        ),
-        ("pp32_p50", "ping-pong 32 conns, p50 RTT", "µs", ""),
-        (
-            "pp32_p99",
-            "ping-pong 32 conns, p99 RTT",
-            "µs",
-            "≤ 0.8× HAProxy",
-        ),
-        (
-            "rate",
-            "connection rate, 16 parallel",
-            "conn/s",
-            "≥ 1.1× HAProxy",
-        ),
-        ("mem", "RSS per idle connection", "bytes", "≤ 2 KiB"),
-        ("zmq", "zmq_push → zmq_pull", "msg/s", "≥ 0.95× direct"),
-        (
-            "grpc",
-            "grpc_client → grpc_server (8 workers)",
-            "RPC/s",
-            "≥ 0.95× direct",
-        ),
-    ];
-    println!();
-    println!(
-        "Medians of {runs} interleaved runs. Proxy flags: `{}`. Memory scenario: {idle} idle \
-         connections held open, {mem_errors} failed to open.",
-        if extra.is_empty() {
-            "(defaults)".to_owned()
-        } else {
-            extra.join(" ")
-        }
-    );
-    println!();
-    println!("| scenario | unit | direct | proxy | HAProxy | proxy / direct | proxy / HAProxy | target |");
-    println!("|---|---|---:|---:|---:|---:|---:|---|");
-    let fmt = |v: Option<f64>| {
-        v.map_or("–".to_owned(), |v| {
-            if v >= 100.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            }
-        })
-    };
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "–".to_owned(),
-    };
-    for (key, name, unit, target) in rows {
-        if !s.keys().any(|(k, _)| *k == key) {
-            continue;
-        }
-        let (d, p, h) = (
-            m(key, Target::Direct),
-            m(key, Target::Proxy),
-            m(key, Target::Haproxy),
-        );
-        println!(
-            "| {name} | {unit} | {} | {} | {} | {} | {} | {target} |",
-            fmt(d),
-            fmt(p),
-            fmt(h),
-            ratio(p, d),
-            ratio(p, h)
-        );
-    }
 }
