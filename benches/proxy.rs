@@ -16,7 +16,8 @@
 //! a proxy spans accept, detection, the backend connect and the replay.
 //!
 //! Environment: `BENCH_RUNS` (5), `BENCH_PROXY_ARGS` (extra proxy flags, e.g.
-//! `--splice off`, to measure one lever), `BENCH_ONLY` (comma-separated scenario keys:
+//! `--splice off`, to measure one lever), `BENCH_PROXY_BIN` (a saved build of the proxy to
+//! measure instead of this tree's), `BENCH_ONLY` (comma-separated scenario keys:
 //! tput1,tput8,pp1,pp32,rate,fb,mem,zmq,grpc; `mem` reports at 1,000 held connections and
 //! at as many as the fd limit allows).
 
@@ -381,8 +382,12 @@ fn spawn_proxy(backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
         backend,
     ];
     args.extend(extra.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Proc::spawn_env("proxy", &args, &[("RUST_LOG", "warn")]);
+    // BENCH_PROXY_BIN: another build of the proxy (a saved copy from before a change), so
+    // that two builds can be measured one after the other with the same bench binary.
+    let bin = std::env::var("BENCH_PROXY_BIN").unwrap_or_else(|_| common::bin("proxy").into());
+    let mut cmd = Command::new(bin);
+    cmd.args(&args).env("RUST_LOG", "warn");
+    let p = Proc::from_command("proxy", cmd);
     wait_for_port(listen);
     (p, listen)
 }
