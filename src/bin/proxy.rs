@@ -19,7 +19,9 @@ fn main() -> anyhow::Result<()> {
     };
     args.log.init();
     let fd_limit = raise_fd_limit();
-    let listener = match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
+    // --per-core binds one listener per thread on the same port.
+    let reuse_port = args.reuse_port || args.per_core;
+    let listener = match proxy::server::bind(&args.listen, reuse_port, &args.limits()) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     };
@@ -34,14 +36,21 @@ fn main() -> anyhow::Result<()> {
             exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
         })
     });
-    // One work-stealing runtime sized to the cores. (Thread-per-core, each thread accepting
-    // on the shared socket, was measured too: better connection rate on some runs, but
-    // connections pile up on whichever thread is awake, which doubled p99 latency; see
-    // BENCHMARKS.md.)
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    // By default one work-stealing runtime sized to the cores. With --per-core the
+    // connections run on threads of their own (proxy::per_core) and this thread's runtime
+    // only serves the admin endpoint, reloads and signals. (Thread-per-core on one shared
+    // listener was measured too: connections pile up on whichever thread is awake, which
+    // doubled p99 latency; see BENCHMARKS.md.)
+    let rt = if args.per_core {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async {
         let shutdown = shutdown::signal_twice_exits();
         if let Some(l) = metrics_listener {
@@ -57,6 +66,9 @@ fn main() -> anyhow::Result<()> {
         // Always: a SIGHUP without --config is logged and ignored, never fatal.
         let reloader = Reloader::new(argv, args.clone(), Arc::clone(&config.routes));
         tokio::spawn(reloader.on_sighup()?);
+        if args.per_core {
+            return proxy::per_core::run(listener, config, threads, shutdown).await;
+        }
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         proxy::run(listener, config, shutdown).await
