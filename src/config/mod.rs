@@ -96,8 +96,8 @@ pub struct ProxyArgs {
     pub threads: u16,
     /// One single-threaded runtime per worker thread, each accepting from its own
     /// SO_REUSEPORT listener on the port; a connection stays on the thread that accepted it.
-    /// Less CPU per connection (no cross-thread wake-ups), but no work stealing: uneven load
-    /// raises tail latency.
+    /// Less CPU per connection when connections arrive one at a time (no cross-thread
+    /// wake-ups), but no work stealing: uneven load raises tail latency.
     #[arg(long, env = "PROXY_PER_CORE")]
     pub per_core: bool,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
