@@ -17,7 +17,9 @@
 //!
 //! Environment: `BENCH_RUNS` (5), `BENCH_PROXY_ARGS` (extra proxy flags, e.g.
 //! `--splice off`, to measure one lever), `BENCH_PROXY_BIN` (a saved build of the proxy to
-//! measure instead of this tree's), `BENCH_ONLY` (comma-separated scenario keys:
+//! measure instead of this tree's), `BENCH_B_ARGS` / `BENCH_B_BIN` (flags / a build for a
+//! second proxy, "B", measured in the same runs as the first: the table then also shows
+//! B / proxy per run, the steadiest way to see what one lever does), `BENCH_ONLY` (comma-separated scenario keys:
 //! tput1,tput8,pp1,pp32,rate,fb,mem,zmq,grpc; `mem` reports at 1,000 held connections and
 //! at as many as the fd limit allows).
 
@@ -49,10 +51,11 @@ const CHUNK: usize = 64 * 1024;
 enum Target {
     Direct,
     Proxy,
+    /// A second proxy configuration (`BENCH_B_ARGS`, `BENCH_B_BIN`), measured in the same
+    /// runs for an A/B of one lever: throughput, ping-pong, rate and first-byte only.
+    ProxyB,
     Haproxy,
 }
-
-const TARGETS: [Target; 3] = [Target::Direct, Target::Proxy, Target::Haproxy];
 
 /// Where each target accepts connections for the sink, echo and stamp backends, and the
 /// process whose CPU time serves each (none for a direct connection).
@@ -371,6 +374,13 @@ fn wait_for_port(addr: SocketAddr) {
 /// Starts the proxy logging only warnings, as HAProxy here logs nothing: the per-connection
 /// line is the operator's choice (RUST_LOG), not part of the data path being compared.
 fn spawn_proxy(backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
+    // BENCH_PROXY_BIN: another build of the proxy (a saved copy from before a change), so
+    // that two builds can be measured one after the other with the same bench binary.
+    let bin = std::env::var("BENCH_PROXY_BIN").unwrap_or_else(|_| common::bin("proxy").into());
+    spawn_proxy_bin(&bin, backend, extra)
+}
+
+fn spawn_proxy_bin(bin: &str, backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
     let listen = free_addr();
     let backend = backend.to_string();
     let mut args = vec![
@@ -382,9 +392,6 @@ fn spawn_proxy(backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
         backend,
     ];
     args.extend(extra.iter().cloned());
-    // BENCH_PROXY_BIN: another build of the proxy (a saved copy from before a change), so
-    // that two builds can be measured one after the other with the same bench binary.
-    let bin = std::env::var("BENCH_PROXY_BIN").unwrap_or_else(|_| common::bin("proxy").into());
     let mut cmd = Command::new(bin);
     cmd.args(&args).env("RUST_LOG", "warn");
     let p = Proc::from_command("proxy", cmd);
@@ -494,6 +501,14 @@ fn main() {
     let (_proxy_zmq, proxy_zmq_addr) = spawn_proxy(zmq_app, &extra);
     let (_proxy_grpc, proxy_grpc_addr) = spawn_proxy(grpc_app, &extra);
     let (mut echo_proc, mem_echo) = echo_child();
+    let b_args: Option<Vec<String>> = std::env::var("BENCH_B_ARGS")
+        .ok()
+        .or_else(|| std::env::var("BENCH_B_BIN").ok().map(|_| String::new()))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect());
+    let proxy_b = b_args.as_ref().map(|b| {
+        let bin = std::env::var("BENCH_B_BIN").unwrap_or_else(|_| common::bin("proxy").into());
+        [sink, echo, stamp].map(|backend| spawn_proxy_bin(&bin, backend, b))
+    });
 
     let ha = [
         free_addr(),
@@ -533,6 +548,14 @@ fn main() {
             echo: (proxy_echo_addr, Some(proxy_echo.pid())),
             stamp: (proxy_stamp_addr, Some(proxy_stamp.pid())),
         },
+        Target::ProxyB => {
+            let [sink, echo, stamp] = proxy_b.as_ref().expect("B is measured only when set");
+            Addrs {
+                sink: (sink.1, Some(sink.0.pid())),
+                echo: (echo.1, Some(echo.0.pid())),
+                stamp: (stamp.1, Some(stamp.0.pid())),
+            }
+        }
         Target::Haproxy => Addrs {
             sink: (ha[0], ha_pid),
             echo: (ha[1], ha_pid),
@@ -546,7 +569,12 @@ fn main() {
         (Target::Proxy, false) => proxy_grpc_addr,
         (Target::Haproxy, true) => ha[2],
         (Target::Haproxy, false) => ha[3],
+        (Target::ProxyB, _) => unreachable!("B is not measured end to end"),
     };
+    let mut targets = vec![Target::Direct, Target::Proxy, Target::Haproxy];
+    if proxy_b.is_some() {
+        targets.insert(2, Target::ProxyB);
+    }
 
     let mut s = Samples::new();
     let mut mem_errors = 0;
@@ -554,8 +582,9 @@ fn main() {
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         // Rotate the order each run so no target always goes first.
-        let mut order = TARGETS.to_vec();
-        order.rotate_left(run % 3);
+        let mut order = targets.clone();
+        let n = order.len();
+        order.rotate_left(run % n);
         for &t in &order {
             let a = addrs(t);
             // Each scenario is measured with the CPU time of the process serving it.
@@ -609,6 +638,9 @@ fn main() {
                 r.add("fb_zmtp_p99", res.zmtp.1);
                 r.add("fb_h2_p50", res.h2.0);
                 r.add("fb_h2_p99", res.h2.1);
+            }
+            if t == Target::ProxyB {
+                continue;
             }
             if wanted("mem") && t != Target::Direct {
                 // A fresh process each time: memory freed by an earlier run and kept by the

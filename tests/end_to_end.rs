@@ -115,7 +115,22 @@ fn grpc_client_through_proxy_reaches_grpc_server() {
 
 #[test]
 fn both_protocols_at_once_on_one_port() {
-    let mut stack = Stack::start(Some(800), &[]);
+    both_protocols_at_once(&[]);
+}
+
+/// The same with a runtime and an `SO_REUSEPORT` listener per thread, then a clean exit on
+/// SIGTERM once every thread has drained.
+#[test]
+fn both_protocols_at_once_per_core() {
+    let mut stack = both_protocols_at_once(&["--per-core", "--threads", "2"]);
+    // One listener, and one "listening" line, per thread.
+    stack.proxy.wait_for_logs(&["listening"], 2, PATIENCE);
+    stack.proxy.signal("TERM");
+    assert!(stack.proxy.wait_exit(PATIENCE).success());
+}
+
+fn both_protocols_at_once(proxy_args: &[&str]) -> Stack {
+    let mut stack = Stack::start(Some(800), proxy_args);
     let (zmq, grpc) = (stack.zmq_url(), stack.grpc_url());
     let mut clients: Vec<Proc> = Vec::new();
     for i in 0..2 {
@@ -160,6 +175,7 @@ fn both_protocols_at_once_on_one_port() {
     stack.grpc.wait_exit(PATIENCE);
     assert_eq!(stack.grpc.summary_u64("received"), 600);
     assert_eq!(stack.grpc.summary_u64("corrupt"), 0);
+    stack
 }
 
 /// libzmq sends its 10-byte signature and then waits for the peer's. The proxy must route

@@ -284,10 +284,42 @@ pub fn print(s: &Samples, runs: usize, header: &str) {
             goal.map_or(String::new(), Goal::text),
         );
     }
+    print_ab(s);
     println!();
     println!(
         "Values: median of {runs} runs (min–max). Ratios: median of the per-run ratios \
          (min–max). CPU: utime + stime of the proxy or HAProxy process over the scenario, \
          from /proc/<pid>/stat."
     );
+}
+
+/// The A/B table, when a second proxy configuration was measured in the same runs.
+fn print_ab(s: &Samples) {
+    let get = |k: &'static str, t: Target| s.get(&(k, t)).map_or(&[][..], |v| v.as_slice());
+    if !s.keys().any(|(_, t)| *t == Target::ProxyB) {
+        return;
+    }
+    println!();
+    println!("A/B in the same runs: proxy (A) and proxy B (`BENCH_B_ARGS` / `BENCH_B_BIN`).");
+    println!();
+    println!("| scenario | unit | A | B | B / A | B / HAProxy |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let x = |v: f64| format!("{v:.2}×");
+    for &(key, name, unit, _) in ROWS {
+        let (a, b, h) = (
+            get(key, Target::Proxy),
+            get(key, Target::ProxyB),
+            get(key, Target::Haproxy),
+        );
+        if b.is_empty() {
+            continue;
+        }
+        println!(
+            "| {name} | {unit} | {} | {} | {} | {} |",
+            with_spread(a, num),
+            with_spread(b, num),
+            with_spread(&ratios(b, a), x),
+            with_spread(&ratios(b, h), x),
+        );
+    }
 }

@@ -34,14 +34,21 @@ fn main() -> anyhow::Result<()> {
             exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
         })
     });
-    // One work-stealing runtime sized to the cores. (Thread-per-core, each thread accepting
-    // on the shared socket, was measured too: better connection rate on some runs, but
-    // connections pile up on whichever thread is awake, which doubled p99 latency; see
-    // BENCHMARKS.md.)
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    // By default one work-stealing runtime sized to the cores. With --per-core the
+    // connections run on threads of their own (proxy::per_core) and this thread's runtime
+    // only serves the admin endpoint, reloads and signals. (Thread-per-core on one shared
+    // listener was measured too: connections pile up on whichever thread is awake, which
+    // doubled p99 latency; see BENCHMARKS.md.)
+    let rt = if args.per_core {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async {
         let signal = shutdown::signal_twice_exits();
         let shutdown = async {
@@ -61,6 +68,11 @@ fn main() -> anyhow::Result<()> {
         // Always: a SIGHUP without --config is logged and ignored, never fatal.
         let reloader = Reloader::new(argv, args.clone(), &config);
         tokio::spawn(reloader.on_sighup()?);
+        if args.per_core {
+            // The first listener is open; the threads bind theirs as they start.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            return proxy::per_core::run(listener, config, threads, shutdown).await;
+        }
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         // Under systemd (Type=notify): the port is open and everything is set up.
@@ -83,7 +95,9 @@ fn listener(args: &config::ProxyArgs) -> std::net::TcpListener {
             "the socket passed in LISTEN_FDS is unusable: {e}"
         )),
     }
-    match proxy::server::bind(&args.listen, args.reuse_port, &args.limits()) {
+    // --per-core binds one listener per thread on the same port.
+    let reuse_port = args.reuse_port || args.per_core;
+    match proxy::server::bind(&args.listen, reuse_port, &args.limits()) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     }

@@ -114,6 +114,12 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
+    /// One single-threaded runtime per worker thread, each accepting from its own
+    /// SO_REUSEPORT listener on the port; a connection stays on the thread that accepted it.
+    /// Less CPU per connection when connections arrive one at a time (no cross-thread
+    /// wake-ups), but no work stealing: uneven load raises tail latency.
+    #[arg(long, env = "PROXY_PER_CORE")]
+    pub per_core: bool,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
     /// on splices everything, off always copies through user space.
     #[arg(long, env = "PROXY_SPLICE", default_value_t = SpliceMode::Auto,
@@ -297,6 +303,7 @@ impl ProxyArgs {
             reuse_port,
             metrics_listen,
             threads,
+            per_core,
             max_connections,
             detect_timeout_ms,
             connect_timeout_ms,

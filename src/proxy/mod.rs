@@ -12,6 +12,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`server`] | [`run`]: accept loop, `--max-connections`, drain with a task tracker |
+//! | [`per_core`] | `--per-core`: [`server`] on one single-threaded runtime per thread, one `SO_REUSEPORT` listener each |
 //! | [`conn`] | the per-connection pipeline, stage by stage; its first stage, reading the prefix, is `sniff` |
 //! | [`detect`] | pure: first bytes → ZMTP, HTTP/2, or neither |
 //! | [`tls`] | pure: a ClientHello → SNI and ALPN |
@@ -32,6 +33,7 @@ pub mod io;
 pub mod metrics;
 mod observe;
 pub mod outcome;
+pub mod per_core;
 mod process;
 pub mod proxy_protocol;
 pub mod relay;

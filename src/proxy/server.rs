@@ -35,8 +35,20 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections as usize));
+    serve(listener, config, permits, shutdown).await
+}
+
+/// [`run`] with the connection permits given: `--per-core` shares one set between the
+/// listeners of all its threads, so `--max-connections` stays a limit for the process.
+pub(super) async fn serve(
+    listener: TcpListener,
+    config: ProxyConfig,
+    permits: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let server = Arc::new(Server {
-        permits: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+        permits,
         sweeper: Sweeper::new(config.limits.idle_timeout),
         config,
         next_id: AtomicU64::new(1),
