@@ -460,3 +460,62 @@ async fn the_shutdown_delay_fails_readiness_first_and_keeps_accepting() {
     assert!(asked.elapsed() >= Duration::from_secs(5));
     assert!(TcpStream::connect(p.addr).await.is_err());
 }
+
+/// Whether the kernel has a keepalive timer pending on the established TCP socket from
+/// `local` to `remote` (IPv4), read from `/proc/net/tcp` ("tr" 2: the socket's keepalive
+/// timer): the proxy's own sockets, observed from outside without touching them.
+#[cfg(target_os = "linux")]
+fn keepalive_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> bool {
+    fn hex(a: std::net::SocketAddr) -> String {
+        let std::net::IpAddr::V4(ip) = a.ip() else {
+            panic!("IPv4 only: {a}")
+        };
+        format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port())
+    }
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let line = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[1] == local && f[2] == remote && f[3] == "01")
+        .unwrap_or_else(|| panic!("no established socket {local} -> {remote}"));
+    line[5].starts_with("02:")
+}
+
+/// Keepalive is armed lazily: a connection gets it on both hops at the first sweep it lives
+/// through (at most --tcp-keepalive-ms after it started), so connections shorter than that
+/// (Butterfly opens one per peer per gossip round) never pay for the kernel's timers.
+#[cfg(target_os = "linux")]
+#[tokio::test(start_paused = true)]
+async fn keepalive_is_armed_on_both_hops_once_a_connection_outlives_a_sweep() {
+    let (backend, _echo) = echo_backend().await;
+    let limits = Limits {
+        tcp_keepalive: Some(Duration::from_secs(42)),
+        ..limits()
+    };
+    let p = Proxy::start(routes(&backend, &backend), limits).await;
+    let client = zmq_client(&p).await;
+    let client_hop = (p.addr, client.local_addr().unwrap());
+    let backend_addr: std::net::SocketAddr = backend.parse().unwrap();
+    let upstream_local = {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let remote = format!("0100007F:{:04X}", backend_addr.port());
+        let local = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[2] == remote && f[3] == "01")
+            .map(|f| f[1].to_owned())
+            .expect("the proxy's connection to the backend");
+        let port = u16::from_str_radix(local.rsplit(':').next().unwrap(), 16).unwrap();
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    };
+    let backend_hop = (upstream_local, backend_addr);
+    // Relayed, and younger than a sweep: no keepalive timer on either of the proxy's sockets.
+    assert!(!keepalive_timer(client_hop.0, client_hop.1));
+    assert!(!keepalive_timer(backend_hop.0, backend_hop.1));
+    // The first sweep comes 42 s after the server started (a sweep per keepalive time).
+    tokio::time::sleep(Duration::from_secs(43)).await;
+    assert!(keepalive_timer(client_hop.0, client_hop.1), "client hop");
+    assert!(keepalive_timer(backend_hop.0, backend_hop.1), "backend hop");
+    drop(client);
+}

@@ -41,7 +41,7 @@ async fn threads_share_the_port_and_one_connection_limit_then_drain() {
         max_connections: 8,
         ..Limits::default()
     };
-    let listener = proxy::server::bind("127.0.0.1:0", true, &limits).unwrap();
+    let listener = proxy::server::bind("127.0.0.1:0", true).unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ProxyConfig::new(Routes::to_backends(
         backend.parse().unwrap(),

@@ -97,7 +97,7 @@ fn listener(args: &config::ProxyArgs) -> std::net::TcpListener {
     }
     // --per-core binds one listener per thread on the same port.
     let reuse_port = args.reuse_port || args.per_core;
-    match proxy::server::bind(&args.listen, reuse_port, &args.limits()) {
+    match proxy::server::bind(&args.listen, reuse_port) {
         Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
     }

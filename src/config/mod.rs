@@ -67,7 +67,8 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_IDLE_TIMEOUT_MS", default_value_t = Limits::DEFAULT_IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
     /// TCP keepalive on both hops (client and backend): milliseconds of silence before the
-    /// first probe; a dead peer is given up about twice this later (0: off).
+    /// first probe; a dead peer is given up about twice this later (0: off). Armed when a
+    /// connection has lived this long at most, so short ones never pay for it.
     #[arg(long, env = "PROXY_TCP_KEEPALIVE_MS", default_value_t = Limits::DEFAULT_TCP_KEEPALIVE_MS)]
     pub tcp_keepalive_ms: u64,
     /// Backend for connections that match neither protocol or stay silent past the detect

@@ -183,11 +183,9 @@ async fn connect(
         }
     };
     // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
-    // client socket inherited TCP_NODELAY from the listener.
+    // client socket inherited TCP_NODELAY from the listener. Keepalive comes later, if the
+    // connection lives long enough to need it (`arm_keepalive`).
     let _ = upstream.set_nodelay(true);
-    if let Some(keepalive) = limits.keepalive() {
-        let _ = socket2::SockRef::from(&upstream).set_tcp_keepalive(&keepalive);
-    }
     Ok(upstream)
 }
 
@@ -225,20 +223,38 @@ async fn relay(
     let mut relay = Relay::new(&opened.client, &opened.upstream, config.limits.splice);
     let mut watch = std::pin::pin!(sweeper.watch());
     // Polled by hand rather than with `select!`: this future lives as long as the
-    // connection, and the macro's bookkeeping would add to every open connection.
-    let end = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = Pin::new(&mut relay).poll(cx) {
-            return Poll::Ready(result.map_or_else(RelayEnd::Error, |()| RelayEnd::Clean));
-        }
-        let moved = relay.to_backend() + relay.to_client();
-        watch.as_mut().poll(cx, moved).map(|verdict| match verdict {
-            Verdict::Idle => RelayEnd::Idle,
-            Verdict::Cut => RelayEnd::DrainTimeout,
+    // connection, and the macro's bookkeeping would add to every open connection. Keepalive
+    // is armed out here, so the closure holds no more than the relay and the watch.
+    let end = loop {
+        let verdict = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = Pin::new(&mut relay).poll(cx) {
+                return Poll::Ready(Err(
+                    result.map_or_else(RelayEnd::Error, |()| RelayEnd::Clean)
+                ));
+            }
+            let moved = relay.to_backend() + relay.to_client();
+            watch.as_mut().poll(cx, moved).map(Ok)
         })
-    })
-    .await;
+        .await;
+        match verdict {
+            Err(end) => break end,
+            Ok(Verdict::Idle) => break RelayEnd::Idle,
+            Ok(Verdict::Cut) => break RelayEnd::DrainTimeout,
+            Ok(Verdict::ArmKeepalive) => arm_keepalive(opened, &config.limits),
+        }
+    };
     let (up, down) = (relay.to_backend(), relay.to_client());
     ended(opened, up, down, end)
+}
+
+/// TCP keepalive on both hops of a connection that has lived through a sweep (see
+/// [`super::sweep`]): short connections never pay for the kernel's keepalive timers.
+fn arm_keepalive(opened: &Opened, limits: &Limits) {
+    if let Some(keepalive) = limits.keepalive() {
+        for socket in [&opened.client, &opened.upstream] {
+            let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&keepalive);
+        }
+    }
 }
 
 /// The outcome of a relayed connection. Anything but a clean end resets both sides, so an

@@ -41,7 +41,7 @@ pub async fn run(
     let addr = first.local_addr()?.to_string();
     let mut listeners = vec![first];
     for _ in 1..threads.max(1) {
-        listeners.push(server::bind(&addr, true, &config.limits)?);
+        listeners.push(server::bind(&addr, true)?);
     }
     let permits = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let (stop, stopped) = watch::channel(false);

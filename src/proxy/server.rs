@@ -49,14 +49,14 @@ pub(super) async fn serve(
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
         permits,
-        sweeper: Sweeper::new(config.limits.idle_timeout),
+        sweeper: Sweeper::new(config.limits.idle_timeout, config.limits.tcp_keepalive),
         config,
         next_id: AtomicU64::new(1),
         tracker: TaskTracker::new(),
         refusals: Default::default(),
     });
     let addr = listener.local_addr()?;
-    set_inherited_options(&listener, &server.config.limits);
+    set_inherited_options(&listener);
     let metrics = &server.config.metrics;
     metrics
         .max_connections
@@ -215,11 +215,7 @@ async fn accept_loop(
 /// Binds `addr` (the first address it resolves to) for [`run`], with the options accepted
 /// sockets inherit already set, so that no connection, however early, misses them.
 /// `reuse_port` lets several processes share the port (the kernel spreads connections).
-pub fn bind(
-    addr: &str,
-    reuse_port: bool,
-    limits: &super::Limits,
-) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
     let addr = addr
         .to_socket_addrs()?
@@ -234,26 +230,22 @@ pub fn bind(
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
-    set_inherited_options(&socket, limits);
+    set_inherited_options(&socket);
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-/// Accepted sockets inherit TCP_NODELAY and keepalive from the listener (Linux): one
-/// syscall fewer per connection than setting them on each. Set before "listening" is
-/// logged; a binary that can should also set them before `listen()` (see `bin/proxy.rs`),
-/// for connections that arrive before `run` starts.
-pub fn set_inherited_options(listener: &impl std::os::fd::AsFd, limits: &super::Limits) {
+/// Accepted sockets inherit TCP_NODELAY from the listener (Linux): one syscall fewer per
+/// connection than setting it on each. Set before "listening" is logged; a binary that can
+/// should also set it before `listen()` (see `bin/proxy.rs`), for connections that arrive
+/// before `run` starts. Keepalive is not inherited but armed per connection once it has
+/// lived through a sweep ([`super::sweep`]), so short connections never pay for it.
+pub fn set_inherited_options(listener: &impl std::os::fd::AsFd) {
     let socket = socket2::SockRef::from(listener);
     if let Err(e) = socket.set_tcp_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY on the listener");
-    }
-    if let Some(keepalive) = limits.keepalive() {
-        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
-            warn!(error = %e, "cannot set TCP keepalive on the listener");
-        }
     }
 }
 

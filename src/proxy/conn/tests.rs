@@ -16,7 +16,7 @@ async fn connection_futures_stay_small() {
         "127.0.0.1:1".parse().unwrap(),
         "127.0.0.1:1".parse().unwrap(),
     ));
-    let sweeper = crate::proxy::sweep::Sweeper::new(None);
+    let sweeper = crate::proxy::sweep::Sweeper::new(None, None);
     let serve = super::serve(s, peer, &config, &sweeper);
     let size = std::mem::size_of_val(&serve);
     // 448 before connections could be reset at the drain timeout or when idle: the
@@ -24,33 +24,27 @@ async fn connection_futures_stay_small() {
     assert!(size <= 528, "connection task future: {size} bytes");
 }
 
-/// The listener's keepalive settings are inherited by the sockets it accepts (Linux), so
-/// the proxy sets them once on the listener for the client hop.
+/// Accepted sockets inherit TCP_NODELAY from the listener (Linux), set once by `bind`;
+/// keepalive is not inherited: it is armed per connection once it outlives a sweep
+/// (`in_process::keepalive_is_armed_on_both_hops_once_a_connection_outlives_a_sweep`).
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn accepted_sockets_inherit_keepalive_from_the_listener() {
-    let limits = super::Limits {
-        tcp_keepalive: Some(std::time::Duration::from_secs(42)),
-        ..Default::default()
-    };
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let keepalive = limits.keepalive().unwrap();
-    socket2::SockRef::from(&l)
-        .set_tcp_keepalive(&keepalive)
-        .unwrap();
+async fn accepted_sockets_inherit_nodelay_but_not_keepalive() {
+    let l = crate::proxy::server::bind("127.0.0.1:0", false).unwrap();
+    let l = tokio::net::TcpListener::from_std(l).unwrap();
     let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
         .await
         .unwrap();
     let (s, _) = l.accept().await.unwrap();
     let s = socket2::SockRef::from(&s);
-    assert!(s.keepalive().unwrap());
-    assert_eq!(s.tcp_keepalive_time().unwrap().as_secs(), 42);
-    assert_eq!(s.tcp_keepalive_interval().unwrap().as_secs(), 7);
+    assert!(s.tcp_nodelay().unwrap());
+    assert!(!s.keepalive().unwrap());
 }
 
-/// The backend hop gets the same keepalive when it is connected.
+/// The backend hop gets TCP_NODELAY when it is connected, and no keepalive yet: a
+/// connection that ends within a sweep (a gossip round) never pays for keepalive timers.
 #[tokio::test]
-async fn backend_connections_get_keepalive() {
+async fn backend_connections_get_nodelay_and_keepalive_only_later() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = l.local_addr().unwrap().to_string().parse().unwrap();
     let limits = super::Limits {
@@ -59,14 +53,8 @@ async fn backend_connections_get_keepalive() {
     };
     let upstream = super::connect(&backend, &limits).await.unwrap();
     let s = socket2::SockRef::from(&upstream);
-    assert!(s.keepalive().unwrap());
     assert!(s.tcp_nodelay().unwrap());
-    let off = super::Limits {
-        tcp_keepalive: None,
-        ..Default::default()
-    };
-    let upstream = super::connect(&backend, &off).await.unwrap();
-    assert!(!socket2::SockRef::from(&upstream).keepalive().unwrap());
+    assert!(!s.keepalive().unwrap());
 }
 
 /// What one client can cost before it is routed: the set-up future (boxed once per
