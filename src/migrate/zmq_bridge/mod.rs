@@ -274,6 +274,9 @@ impl Bridge {
             let lane = &senders[lane_of(item.lane_key(), lanes)];
             let read_at = Instant::now();
             if !runtime.block_on(self.hand_to_lane(lane, (item, read_at), stop)) {
+                // Not ready from here on (a lane's worker is gone, or the drain ran out):
+                // state first, then the line.
+                stats.ready.store(false, Ordering::Relaxed);
                 warn!("stopping with a message read but not handed to a lane");
                 break;
             }
