@@ -231,20 +231,21 @@ struct Memory {
     errors: usize,
 }
 
-/// Opens `n` connections through the target (each sends its prefix and reads the echo, so it
-/// is relayed end to end), then reports the growth of the proxy's RSS per connection since
-/// it started, in bytes, at 1,000 connections and at `n`. The connections stay open while
-/// RSS is read.
-async fn memory_per_connection(addr: SocketAddr, pid: u32, n: usize) -> Memory {
+/// Opens `n` connections through the target, `burst` at a time (each sends its prefix and
+/// reads the echo, so it is relayed end to end), then reports the growth of the proxy's RSS
+/// per connection since it started, in bytes, at 1,000 connections and at `n`. The
+/// connections stay open while RSS is read. Bursts show what connections in set-up at the
+/// same time leave behind; one at a time shows the cost of a held connection alone.
+async fn memory_per_connection(addr: SocketAddr, pid: u32, n: usize, burst: usize) -> Memory {
     let before = rss_kib(pid);
     let growth =
         |open: usize| (rss_kib(pid).saturating_sub(before) * 1024) as f64 / open.max(1) as f64;
     let mut open = Vec::with_capacity(n);
     let mut errors = 0;
     let mut at_1k = None;
-    for chunk in 0..n.div_ceil(500) {
+    for chunk in 0..n.div_ceil(burst) {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..500.min(n - chunk * 500) {
+        for _ in 0..burst.min(n - chunk * burst) {
             tasks.spawn(async move {
                 let mut s = TcpStream::connect(addr).await?;
                 s.write_all(&ZMTP_SIGNATURE).await?;
@@ -645,21 +646,25 @@ fn main() {
             if wanted("mem") && t != Target::Direct {
                 // A fresh process each time: memory freed by an earlier run and kept by the
                 // allocator (or HAProxy's pools) would hide the real cost of a connection.
-                let m = if t == Target::Proxy {
-                    let (p, addr) = spawn_proxy(mem_echo, &extra);
-                    rt.block_on(memory_per_connection(addr, p.pid(), idle))
-                } else {
+                let held = |n: usize, burst: usize| {
+                    if t == Target::Proxy {
+                        let (p, addr) = spawn_proxy(mem_echo, &extra);
+                        return rt.block_on(memory_per_connection(addr, p.pid(), n, burst));
+                    }
                     let addr = free_addr();
                     let path = cfg_dir.join("haproxy-mem.cfg");
                     std::fs::write(&path, haproxy_config(&[(addr, mem_echo)], fd_limit)).unwrap();
                     let mut h = spawn_haproxy(&haproxy_bin, &path, &[addr]);
-                    let m = rt.block_on(memory_per_connection(addr, h.id(), idle));
+                    let m = rt.block_on(memory_per_connection(addr, h.id(), n, burst));
                     let _ = h.kill();
                     let _ = h.wait();
                     m
                 };
-                mem_errors += m.errors;
+                let m = held(idle, 500);
+                let one_by_one = held(1_000, 1);
+                mem_errors += m.errors + one_by_one.errors;
                 r.add("mem1k", m.at_1k);
+                r.add("mem1k_seq", one_by_one.at_1k);
                 r.add("mem", m.at_all);
             }
             if wanted("zmq") {

@@ -146,13 +146,19 @@ const ROWS: &[(&str, &str, &str, Option<Goal>)] = &[
     ("fb_cpu", "CPU per connection, unloaded", "µs/conn", None),
     (
         "mem1k",
-        "RSS per idle connection, 1,000 held",
+        "RSS per idle connection, 1,000 held, opened 500 at a time",
         "bytes",
         Some(Goal {
             basis: Basis::Value,
             at_most: AT_MOST,
             value: 2048.0,
         }),
+    ),
+    (
+        "mem1k_seq",
+        "RSS per idle connection, 1,000 held, opened one at a time",
+        "bytes",
+        None,
     ),
     ("mem", "RSS per idle connection, all held", "bytes", None),
     (
