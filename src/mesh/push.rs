@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::sender::{DualSender, Mode, Outcome, SenderConfig, Via};
 use super::stats::SenderStats;
 use crate::peers::message::build;
-use crate::peers::zmq_push::{wait_until, PushConfig, PushError, PushSummary};
+use crate::peers::zmq_push::{wait_until, PushConfig, PushError, PushSummary, Schedule};
 
 /// Pause before trying again a message that provably did not go.
 const RETRY: Duration = Duration::from_millis(100);
@@ -59,11 +59,8 @@ pub fn run(
     info!(%peer, sender = %config.sender, "sending over gRPC where the peer takes it");
     let started = Instant::now();
     let mut summary = PushSummary::default();
-    let mut next_send = Instant::now();
-    'messages: while config.count.is_none_or(|c| summary.sent < c) {
-        if !wait_until(next_send, stop) {
-            break;
-        }
+    let mut schedule = Schedule::new(config, stop);
+    'messages: while schedule.wait_turn(summary.sent) {
         let frame = build(&config.sender, summary.sent, config.size).encode_to_vec();
         let outcome = loop {
             let outcomes = runtime.block_on(sender.send(peer, vec![vec![frame.clone()]]));
@@ -95,7 +92,6 @@ pub fn run(
         );
         summary.sent += 1;
         summary.bytes += frame.len() as u64;
-        next_send += config.interval;
     }
     summary.elapsed = started.elapsed();
     info!(

@@ -97,6 +97,37 @@ pub fn wait_until(at: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
+/// When each message goes: one every `interval` from the first, until `count` have been
+/// sent or `stop` is set. Both senders (ZeroMQ here, [`crate::mesh::push`] over gRPC where
+/// the peer takes it) keep this schedule.
+pub struct Schedule<'a> {
+    next: Instant,
+    interval: Duration,
+    count: Option<u64>,
+    stop: &'a AtomicBool,
+}
+
+impl<'a> Schedule<'a> {
+    pub fn new(config: &PushConfig, stop: &'a AtomicBool) -> Self {
+        Schedule {
+            next: Instant::now(),
+            interval: config.interval,
+            count: config.count,
+            stop,
+        }
+    }
+
+    /// Waits for the turn of message number `sent`, in short steps so a signal is noticed
+    /// within POLL; false once all are sent or `stop` is set.
+    pub fn wait_turn(&mut self, sent: u64) -> bool {
+        if self.count.is_some_and(|c| sent >= c) || !wait_until(self.next, self.stop) {
+            return false;
+        }
+        self.next += self.interval;
+        true
+    }
+}
+
 /// Sends until `config.count` messages are queued or `stop` is set, then lingers.
 pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushError> {
     let context = zmq::Context::new();
@@ -114,12 +145,8 @@ pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushEr
 
     let started = Instant::now();
     let mut summary = PushSummary::default();
-    let mut next_send = Instant::now();
-    'messages: while config.count.is_none_or(|c| summary.sent < c) {
-        // Sleep in short steps so a signal is noticed within POLL.
-        if !wait_until(next_send, stop) {
-            break 'messages;
-        }
+    let mut schedule = Schedule::new(config, stop);
+    'messages: while schedule.wait_turn(summary.sent) {
         let frame = build(&config.sender, summary.sent, config.size).encode_to_vec();
         loop {
             match socket.send(frame.as_slice(), 0) {
@@ -137,7 +164,6 @@ pub fn run(config: &PushConfig, stop: &AtomicBool) -> Result<PushSummary, PushEr
         summary.sent += 1;
         summary.via_zmq += 1;
         summary.bytes += frame.len() as u64;
-        next_send += config.interval;
     }
     summary.elapsed = started.elapsed();
     info!(
