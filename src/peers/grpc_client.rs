@@ -1,5 +1,5 @@
 //! The gRPC load client: `concurrency` workers share one HTTP/2 connection, each sending
-//! its own numbered stream of [`Message`]s (sender `NAME/w`), by unary calls or over one
+//! its own numbered stream of [`Message`](crate::pb::Message)s (sender `NAME/w`), by unary calls or over one
 //! client-streaming call, and the run ends with sent / acknowledged / failed counts. Unary
 //! runs also report latency percentiles, one sample per call; a streaming run reports how
 //! many streams carried the messages instead, since the only time it can measure is each

@@ -1,5 +1,5 @@
 //! The ZMQ PULL server: binds, receives whole messages (all parts), verifies and tallies
-//! ours ([`Message`], one frame) and counts every other message as `foreign`, so a mesh's
+//! ours ([`Message`](crate::pb::Message), one frame) and counts every other message as `foreign`, so a mesh's
 //! opaque frames (or anyone else's) are never dropped silently and `--count` finishes.
 //!
 //! libzmq is blocking here (the `zmq` crate), so the loop waits on the socket with a short

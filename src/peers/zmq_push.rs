@@ -1,4 +1,4 @@
-//! The ZMQ PUSH client: connects and sends numbered [`Message`]s at an interval.
+//! The ZMQ PUSH client: connects and sends numbered [`Message`](crate::pb::Message)s at an interval.
 //!
 //! Sends use a short timeout so a full queue (no peer yet, or a slow one) never blocks the
 //! shutdown check. On exit, queued messages get up to `linger` to reach the peer.

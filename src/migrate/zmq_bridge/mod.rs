@@ -13,7 +13,7 @@
 //!   backpressure instead of loss.
 //! * A message the server rejects for good is dead-lettered: logged with its sender and
 //!   sequence, counted, and not retried, so the messages behind it on its lane move on.
-//!   [`verdict`] decides which failures those are, from the status code alone: codes that
+//!   `deliver::verdict` decides which failures those are, from the status code alone: codes that
 //!   say *this message* is unacceptable (InvalidArgument, OutOfRange, FailedPrecondition,
 //!   NotFound, AlreadyExists, and ResourceExhausted when it is about the message's size).
 //!   Everything that says something about the server or the path to it (Unavailable,
