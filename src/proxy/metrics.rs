@@ -1,5 +1,5 @@
 //! The proxy's Prometheus metrics (`zgp_*`), encoded by `prometheus-client`. They are
-//! updated in one place, [`super::observe`], from each connection's outcome; the admin
+//! updated in one place, `super::observe`, from each connection's outcome; the admin
 //! endpoint ([`super::admin`]) serves them.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`server`] | [`run`]: accept loop, `--max-connections`, drain with a task tracker |
 //! | [`per_core`] | `--per-core`: [`server`] on one single-threaded runtime per thread, one `SO_REUSEPORT` listener each |
-//! | [`conn`] | the per-connection pipeline, stage by stage; its first stage, reading the prefix, is `sniff` |
+//! | `conn` | the per-connection pipeline, stage by stage; its first stage, reading the prefix, is `sniff` |
 //! | [`detect`] | pure: first bytes → ZMTP, HTTP/2, or neither |
 //! | [`tls`] | pure: a ClientHello → SNI and ALPN |
 //! | [`routes`] | route names, backend addresses, the route table, and the pure [`routes::decide`] |
@@ -21,7 +21,7 @@
 //! | [`relay`] | both directions until both end: readiness-driven copy or `splice(2)` |
 //! | [`proxy_protocol`] | the PROXY v2 header for backends that want the client's address |
 //! | [`outcome`] | how a connection ended, and the label vocabulary of the metrics |
-//! | [`observe`] | the one place a connection is logged and counted |
+//! | `observe` | the one place a connection is logged and counted |
 //! | [`metrics`], [`admin`] | the Prometheus registry, and the HTTP endpoint that serves it |
 //! | [`settings`] | [`ProxyConfig`], [`Limits`] and every default |
 //! | [`sweep`] | wakes open connections to check the idle timeout and the drain cut |

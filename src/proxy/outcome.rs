@@ -1,5 +1,5 @@
 //! How a connection ended: one [`Outcome`] per connection, returned by the pipeline
-//! ([`super::conn`]) and observed once ([`super::observe`]): one log line and the counters.
+//! (`super::conn`) and observed once (`super::observe`): one log line and the counters.
 //!
 //! The label enums here are the vocabulary of the metrics (`reason="detect_timeout"`,
 //! `outcome="ok"`, …); each value is spelled once, in its `as_str`.

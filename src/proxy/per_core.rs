@@ -13,7 +13,7 @@
 //! idle one, so tail latency under uneven load is worse. Hence opt-in (BENCHMARKS.md,
 //! Performance II).
 //!
-//! Each thread runs [`super::server::serve`] with the same [`ProxyConfig`] (routes, metrics)
+//! Each thread runs `super::server::serve` with the same [`ProxyConfig`] (routes, metrics)
 //! and one shared set of connection permits; one shutdown future stops them all, and each
 //! drains its own connections.
 

@@ -18,7 +18,7 @@
 //!
 //! System calls are most of a connection's cost (BENCHMARKS.md, Performance II), so the copy
 //! engine also avoids the read that can only say EAGAIN: a read shorter than the buffer has
-//! drained the socket, and clears its readiness (see [`read_draining`]).
+//! drained the socket, and clears its readiness (see `read_draining`).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -82,7 +82,7 @@ impl std::fmt::Display for SpliceMode {
 /// read [`Relay::to_backend`] and [`Relay::to_client`] afterwards, whatever the outcome.
 ///
 /// It is a hand-written future rather than two `async` loops because it lives in every
-/// open connection: it holds two socket references and two small [`Direction`]s, and it
+/// open connection: it holds two socket references and two small `Direction`s, and it
 /// waits through the sockets' own read/write waker slots (each direction uses the reader
 /// slot of its source and the writer slot of its destination, so no slot is shared).
 pub struct Relay<'a> {

@@ -3,7 +3,7 @@
 //!
 //! The decision takes a [`Sniffed`] value and a [`Routes`] table and returns a [`Decision`]:
 //! no sockets, no clock, so it is unit-tested on tables like the detector. The pipeline
-//! ([`super::conn`]) does the I/O around it.
+//! (`super::conn`) does the I/O around it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -245,7 +245,7 @@ impl RouteTable {
     }
 }
 
-/// What reading the first bytes found out (see [`super::conn`]).
+/// What reading the first bytes found out (see `super::conn`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniffed {
     /// One of the two protocols the proxy exists for.
