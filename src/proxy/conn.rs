@@ -90,7 +90,9 @@ async fn open(
         Target::Local(server) => {
             tracing::Span::current().record("backend", tracing::field::display("local"));
             observe::routed(&config.metrics, route, started.elapsed(), None);
-            return Err(hand_over(server, route, client, prefix).await);
+            // Boxed: only local routes take this path, and its future (520 bytes) would
+            // otherwise size every connection's set-up.
+            return Err(Box::pin(hand_over(server, route, client, prefix)).await);
         }
     };
     span.record("backend", tracing::field::display(&backend));

@@ -75,6 +75,8 @@ async fn the_detect_phase_stays_small() {
     let setup = super::open(s, peer, &config, std::time::Instant::now());
     let size = std::mem::size_of_val(&setup);
     eprintln!("set-up future: {size} bytes");
-    assert!(size <= 1152, "set-up future: {size} bytes");
+    // 1,024 (984 in release) before the hand-over to a local server was boxed: its future
+    // (520 bytes) sized every connection's set-up. 832 in a debug build, 816 in release.
+    assert!(size <= 896, "set-up future: {size} bytes");
     drop(c);
 }
