@@ -15,11 +15,13 @@
 //! | [`mesh`] | a gossip mesh migrating member by member: the capability `check`, the dual-stack `sender` (gRPC where the peer takes it, ZeroMQ otherwise), Butterfly-style gossip and the `gossip_mesh` rollout |
 //! | [`config`] | the proxy's flags, environment and TOML file, resolved into a [`proxy::ProxyConfig`], and reloading on SIGHUP |
 //! | [`cli`], [`shutdown`] | what every binary shares: logging flags, exit codes, signals |
+//! | [`args`] | every binary's command line (`clap`), and [`args::commands`], all seven as `clap::Command`s for the man pages and shell completions |
 //! | [`pb`] | code generated from `proto/messages.proto` |
 //!
 //! Data flows one way: [`cli`]/[`config`] → [`proxy`] ← [`migrate`]; [`peers`] depend only
 //! on [`pb`] and each other's message helpers; [`mesh`] builds on [`peers`], [`migrate`] and
-//! [`proxy`], and nothing builds on it. No two modules import each other.
+//! [`proxy`], and nothing builds on it; [`args`] builds on all of them for the binaries'
+//! flags, and only the binaries and the asset generator build on it. No two modules import each other.
 
 #![deny(unsafe_code)]
 
@@ -34,6 +36,8 @@ pub const VERSION: &str = concat!(
 /// The git commit built from (`+dirty` with uncommitted changes; `unknown` outside git).
 pub const GIT_COMMIT: &str = env!("ZGP_GIT_COMMIT");
 
+#[cfg(feature = "tools")]
+pub mod args;
 #[cfg(feature = "tools")]
 pub mod cli;
 #[cfg(feature = "tools")]

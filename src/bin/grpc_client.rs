@@ -4,54 +4,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::cli::{exit_usage, LogArgs};
-use zmq_grpc_proxy::peers::grpc_client::{self, CallMode, ClientConfig};
+use zmq_grpc_proxy::args::GrpcClientArgs;
+use zmq_grpc_proxy::cli::exit_usage;
+use zmq_grpc_proxy::peers::grpc_client::{self, ClientConfig};
 use zmq_grpc_proxy::peers::message::default_sender;
-
-/// Sends numbered protobuf messages to the Ingest service; prints sent / acknowledged /
-/// failed and latency percentiles (unary) or the number of streams (stream) on stdout, and
-/// exits 1 if any call failed.
-#[derive(Debug, Parser)]
-#[command(version = zmq_grpc_proxy::VERSION)]
-struct Args {
-    /// Server URL (http://HOST:PORT), normally the proxy.
-    #[arg(
-        long,
-        env = "GRPC_CLIENT_CONNECT",
-        default_value = "http://127.0.0.1:7000"
-    )]
-    connect: String,
-    /// Messages to send in total, then exit (default: send until SIGINT/SIGTERM).
-    #[arg(long, env = "GRPC_CLIENT_COUNT")]
-    count: Option<u64>,
-    /// Concurrent workers, sharing one HTTP/2 connection.
-    #[arg(long, env = "GRPC_CLIENT_CONCURRENCY", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    concurrency: u64,
-    /// Payload bytes per message.
-    #[arg(long, env = "GRPC_CLIENT_SIZE", default_value_t = 64)]
-    size: usize,
-    /// Milliseconds between messages, per worker (0: back to back).
-    #[arg(long, env = "GRPC_CLIENT_INTERVAL_MS", default_value_t = 100)]
-    interval_ms: u64,
-    /// unary: one Send call per message (summary has latency percentiles); stream: one
-    /// SendStream call per worker (summary counts streams; no per-message latency).
-    #[arg(long, env = "GRPC_CLIENT_MODE", value_enum, default_value_t = CallMode::Unary)]
-    mode: CallMode,
-    /// Sender name carried in each message (default: grpc_client-<pid>).
-    #[arg(long, env = "GRPC_CLIENT_SENDER")]
-    sender: Option<String>,
-    /// Milliseconds allowed per unary call and for connecting.
-    #[arg(long, env = "GRPC_CLIENT_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    timeout_ms: u64,
-    #[command(flatten)]
-    log: LogArgs,
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = GrpcClientArgs::parse();
     args.log.init();
     let config = ClientConfig {
         connect: args.connect,
