@@ -12,6 +12,9 @@
 //! [`crate::migrate`] and [`crate::mesh`] for their value types and defaults, and nothing in
 //! the library builds on it.
 
+// Help texts name placeholders like `<pid>` as `--help` prints them; they are not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use clap::{CommandFactory, Parser};
 
 use crate::cli::LogArgs;
@@ -191,7 +194,7 @@ pub struct ZmqBridgeArgs {
 /// keep flowing. Prints one line per stage and a table; exits 1 if a rumor did not reach
 /// every member by the end of its stage.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = crate::VERSION)]
 pub struct GossipMeshArgs {
     /// Members in the mesh.
     #[arg(long, env = "GOSSIP_MESH_MEMBERS", default_value_t = 12)]
