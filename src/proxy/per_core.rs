@@ -5,9 +5,9 @@
 //! The kernel spreads new connections over the listeners by address hash, and a connection
 //! stays on the thread that accepted it. Nothing is handed between threads, so the
 //! cross-thread wake-ups (futex, eventfd, a parked worker woken to steal) that the
-//! work-stealing runtime pays per connection are gone: in the bench, 20–40% less CPU per
+//! work-stealing runtime pays per connection are gone: in the bench, 11–43% less CPU per
 //! connection when connections arrive one at a time (the gossip pattern), and the first
-//! bytes reach the backend a quarter sooner; under a steady stream of connections the
+//! bytes reach the backend 20–27% sooner; under a steady stream of connections the
 //! saving vanishes (the sleeps move to `epoll_wait`). The price is the lack of stealing: a
 //! thread that is busy, or descheduled by a neighbour, cannot give its connections to an
 //! idle one, so tail latency under uneven load is worse. Hence opt-in (BENCHMARKS.md,
