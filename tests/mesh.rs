@@ -207,7 +207,7 @@ fn a_peer_that_changes_from_zmq_to_grpc_loses_and_duplicates_nothing() {
     assert!(pull.wait_exit(PATIENCE).success());
     // The sender now fails to reach the port (provably nothing sent) and retries.
     push.wait_for_log("not sent; trying again", PATIENCE);
-    let mut server = Proc::spawn("grpc_server", &["--bind", &addr]);
+    let mut server = Proc::spawn_rebinding("grpc_server", &["--bind", &addr], PATIENCE);
     server.listen_addr();
     assert!(push.wait_exit(PATIENCE).success(), "{}", push.stderr());
     assert_sent(&push, 7, 5);

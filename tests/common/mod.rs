@@ -151,6 +151,32 @@ impl Proc {
         }
     }
 
+    /// Starts `name` on an address a process that just died was serving (a backend
+    /// restarted in place). The dead process's sockets can hold the port for a moment (on
+    /// a loaded box the kernel may not have finished their closing handshake yet), and a
+    /// bind then fails with "Address already in use": start it again until it is listening,
+    /// as a supervisor restarting the service would, within `within`.
+    pub fn spawn_rebinding(name: &str, args: &[&str], within: Duration) -> Proc {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut p = Proc::spawn(name, args);
+            let line = p
+                .wait_for(within, |o| {
+                    o.stderr
+                        .iter()
+                        .find(|l| l.contains("listening") || l.contains("already in use"))
+                        .cloned()
+                })
+                .unwrap_or_else(|| panic!("{name}: neither listening nor a bind error"));
+            if line.contains("listening") {
+                return p;
+            }
+            p.wait_exit(PATIENCE);
+            assert!(Instant::now() < deadline, "{name}: {line}");
+            thread::sleep(Duration::from_millis(20)); // polling for the port to be released
+        }
+    }
+
     /// Sends a signal by name: "INT", "TERM", "HUP", "KILL", "STOP", "CONT".
     pub fn signal(&self, sig: &str) {
         let number = match sig {
