@@ -17,23 +17,7 @@ use super::{H2_PREFACE, ZMTP_SIGNATURE};
 
 /// CPU time (user + system) the process has used so far, in µs; `None` if it is gone.
 pub fn cpu_us(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]: utime is field 14, stime field 15.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 * 1e6 / clock_ticks_per_s())
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
+    zmq_grpc_proxy::proxy::process::cpu_seconds(&pid.to_string()).map(|s| s * 1e6)
 }
 
 /// Runs `f` and returns its result with the CPU time `pid` spent meanwhile (µs), if there

@@ -34,7 +34,7 @@ pub mod metrics;
 mod observe;
 pub mod outcome;
 pub mod per_core;
-mod process;
+pub mod process;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod routes;
