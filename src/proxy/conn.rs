@@ -17,7 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -88,7 +88,7 @@ async fn open(
     let backend = match target {
         Target::Backend(addr) => addr.clone(),
         Target::Local(server) => {
-            tracing::Span::current().record("backend", tracing::field::display("local"));
+            span.record("backend", tracing::field::display("local"));
             observe::routed(&config.metrics, route, started.elapsed(), None);
             // Boxed: only local routes take this path, and its future (520 bytes) would
             // otherwise size every connection's set-up.
@@ -97,7 +97,7 @@ async fn open(
     };
     span.record("backend", tracing::field::display(&backend));
     let detected = started.elapsed();
-    let upstream = connect(&backend, &config.limits)
+    let upstream = connect(&backend, config.limits.connect_timeout)
         .await
         .map_err(|(kind, error)| Outcome::BackendUnavailable {
             route,
@@ -167,12 +167,11 @@ async fn who(
     }
 }
 
-/// Connects to `backend` within the connect timeout.
+/// Connects to `backend` within `timeout`.
 async fn connect(
     backend: &BackendAddr,
-    limits: &Limits,
+    timeout: Duration,
 ) -> Result<TcpStream, (BackendErrorKind, std::io::Error)> {
-    let timeout = limits.connect_timeout;
     let upstream = match tokio::time::timeout(timeout, TcpStream::connect(backend.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err((BackendErrorKind::of(&e), e)),

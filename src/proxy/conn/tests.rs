@@ -51,7 +51,9 @@ async fn backend_connections_get_nodelay_and_keepalive_only_later() {
         tcp_keepalive: Some(std::time::Duration::from_secs(30)),
         ..Default::default()
     };
-    let upstream = super::connect(&backend, &limits).await.unwrap();
+    let upstream = super::connect(&backend, limits.connect_timeout)
+        .await
+        .unwrap();
     let s = socket2::SockRef::from(&upstream);
     assert!(s.tcp_nodelay().unwrap());
     assert!(!s.keepalive().unwrap());
