@@ -94,7 +94,7 @@ pub async fn accept(
                     break; // the gRPC server has stopped
                 }
             }
-            Err(e) if is_per_connection_error(&e) => {
+            Err(e) if crate::proxy::server::is_per_connection_error(&e) => {
                 debug!(error = %e, "accept: connection failed before it was accepted");
             }
             Err(e) => {
@@ -110,14 +110,6 @@ pub async fn accept(
     // State first: the port is closed before the line that says so.
     drop(listener);
     info!("stopped accepting; port closed");
-}
-
-fn is_per_connection_error(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
-    )
 }
 
 /// Serves `router` on the connections `incoming` yields until `shutdown` resolves; then

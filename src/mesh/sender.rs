@@ -147,10 +147,6 @@ impl DualSender {
         }
     }
 
-    pub fn stats(&self) -> &Arc<SenderStats> {
-        &self.stats
-    }
-
     /// What the sender currently believes about `peer`.
     pub fn known(&self, peer: SocketAddr) -> Option<Via> {
         self.peers().get(&peer).map(|p| match p {
@@ -361,5 +357,5 @@ impl DualSender {
 
 /// At most 200 characters of a message that came from the network, for the log.
 fn short(s: &str) -> &str {
-    s.char_indices().nth(200).map_or(s, |(end, _)| &s[..end])
+    crate::cli::first_chars(s, 200)
 }

@@ -60,10 +60,7 @@ impl IngestService {
             Classified::Ours(m) => self.record(&m),
             Classified::Foreign => {
                 // The address comes from the network: at most 64 characters of it.
-                let peer = frames.peer_address.char_indices().nth(64);
-                let peer = peer.map_or(&*frames.peer_address, |(end, _)| {
-                    &frames.peer_address[..end]
-                });
+                let peer = crate::cli::first_chars(&frames.peer_address, 64);
                 debug!(parts = frames.parts.len(), size, %peer, "foreign");
                 self.tally
                     .lock()

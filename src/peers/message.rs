@@ -87,7 +87,6 @@ pub struct Tally {
     skipped: u64,
     repeated: u64,
     corrupt: u64,
-    malformed: u64,
     foreign: u64,
 }
 
@@ -113,13 +112,6 @@ impl Tally {
         *next = message.sequence + 1;
     }
 
-    /// Records bytes that did not decode as a [`Message`].
-    pub fn record_malformed(&mut self, wire_len: usize) {
-        self.arrived();
-        self.malformed += 1;
-        self.bytes += wire_len as u64;
-    }
-
     /// Records a message that is not ours ([`Classified::Foreign`]), all parts counted once.
     pub fn record_foreign(&mut self, wire_len: usize) {
         self.arrived();
@@ -139,7 +131,7 @@ impl Tally {
 
     /// Every message counted, ours and foreign: what `--count` compares against.
     pub fn total(&self) -> u64 {
-        self.received + self.malformed + self.foreign
+        self.received + self.foreign
     }
 
     pub fn summary(&self) -> Summary {
@@ -150,7 +142,7 @@ impl Tally {
             skipped: self.skipped,
             repeated: self.repeated,
             corrupt: self.corrupt,
-            malformed: self.malformed,
+            malformed: 0,
             foreign: self.foreign,
             elapsed: match (self.first, self.last) {
                 (Some(first), Some(last)) => last - first,
@@ -173,8 +165,8 @@ pub struct Summary {
     pub repeated: u64,
     /// Messages whose payload did not match the pattern.
     pub corrupt: u64,
-    /// Frames that did not decode as a message at all (receivers that classify count
-    /// those as `foreign` instead).
+    /// Frames that did not decode as a message at all: always 0, since every receiver
+    /// classifies them as `foreign`; kept in the summary line for the scripts that parse it.
     pub malformed: u64,
     /// Messages that are not ours (see [`classify`]): counted, never dropped silently.
     /// Last in the line, after the keys scripts already parse.

