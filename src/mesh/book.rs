@@ -3,7 +3,6 @@
 //! by the members' receive paths and read only by the rollout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -122,57 +121,23 @@ impl Coverage {
     }
 }
 
-/// What the receive paths count, across all members.
-#[derive(Debug, Default)]
-pub struct Received {
-    /// Frames that carried a rumor the member did not have.
-    pub new: AtomicU64,
-    /// Frames with a rumor the member had: gossip's own redundancy.
-    pub redundant: AtomicU64,
-    /// The same send received twice: a transport duplicate.
-    pub duplicates: AtomicU64,
-    /// Messages that were not a rumor frame (or not one part).
-    pub foreign: AtomicU64,
-    /// Messages received over each protocol.
-    pub via_zmq: AtomicU64,
-    pub via_grpc: AtomicU64,
-}
-
-/// A snapshot of [`Received`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReceivedCounts {
-    pub new: u64,
-    pub redundant: u64,
-    pub duplicates: u64,
-    pub foreign: u64,
-    pub via_zmq: u64,
-    pub via_grpc: u64,
-}
-
-impl Received {
-    pub fn snapshot(&self) -> ReceivedCounts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ReceivedCounts {
-            new: get(&self.new),
-            redundant: get(&self.redundant),
-            duplicates: get(&self.duplicates),
-            foreign: get(&self.foreign),
-            via_zmq: get(&self.via_zmq),
-            via_grpc: get(&self.via_grpc),
-        }
-    }
-}
-
-impl ReceivedCounts {
-    pub fn since(&self, earlier: &ReceivedCounts) -> ReceivedCounts {
-        ReceivedCounts {
-            new: self.new - earlier.new,
-            redundant: self.redundant - earlier.redundant,
-            duplicates: self.duplicates - earlier.duplicates,
-            foreign: self.foreign - earlier.foreign,
-            via_zmq: self.via_zmq - earlier.via_zmq,
-            via_grpc: self.via_grpc - earlier.via_grpc,
-        }
+super::stats::counters! {
+    /// What the receive paths count, across all members.
+    Received,
+    /// A snapshot of [`Received`].
+    ReceivedCounts {
+        /// Frames that carried a rumor the member did not have.
+        new,
+        /// Frames with a rumor the member had: gossip's own redundancy.
+        redundant,
+        /// The same send received twice: a transport duplicate.
+        duplicates,
+        /// Messages that were not a rumor frame (or not one part).
+        foreign,
+        /// Messages received over ZeroMQ.
+        via_zmq,
+        /// Messages received over gRPC.
+        via_grpc,
     }
 }
 

@@ -2,70 +2,81 @@
 //! [`SenderStats`] (a mesh's members share one), and read as [`SenderCounts`] snapshots whose
 //! differences give the figures for a span of time (a rollout stage).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Declares the live counters ([`SenderStats`]) and their snapshot ([`SenderCounts`]) from
-/// one list, so a counter cannot be added to one and forgotten in the other, or in
-/// `snapshot` and `since`.
-macro_rules! sender_counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Live counters; every field only grows.
+/// Declares live counters (`$live`: atomics, every field only grows) and their snapshot
+/// (`$counts`) from one list, so a counter cannot be added to one and forgotten in the
+/// other, or in `snapshot` and `since`. Used here and by [`super::book::Received`].
+macro_rules! counters {
+    (
+        $(#[doc = $live_doc:literal])* $live:ident,
+        $(#[doc = $counts_doc:literal])* $counts:ident {
+            $($(#[doc = $doc:literal])* $name:ident,)*
+        }
+    ) => {
+        $(#[doc = $live_doc])*
         #[derive(Debug, Default)]
-        pub struct SenderStats {
-            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        pub struct $live {
+            $($(#[doc = $doc])* pub $name: std::sync::atomic::AtomicU64,)*
         }
 
-        /// A snapshot of [`SenderStats`].
+        $(#[doc = $counts_doc])*
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct SenderCounts {
+        pub struct $counts {
             $($(#[doc = $doc])* pub $name: u64,)*
         }
 
-        impl SenderStats {
-            pub fn snapshot(&self) -> SenderCounts {
-                SenderCounts {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
+        impl $live {
+            pub fn snapshot(&self) -> $counts {
+                $counts {
+                    $($name: self.$name.load(std::sync::atomic::Ordering::Relaxed),)*
                 }
             }
         }
 
-        impl SenderCounts {
+        impl $counts {
             /// What happened between `earlier` and this snapshot.
-            pub fn since(&self, earlier: &SenderCounts) -> SenderCounts {
-                SenderCounts {
+            pub fn since(&self, earlier: &$counts) -> $counts {
+                $counts {
                     $($name: self.$name - earlier.$name,)*
                 }
             }
         }
     };
 }
+pub(super) use counters;
 
-sender_counters! {
-    /// Fresh ZMQ PUSH sockets opened (one TCP connection each).
-    zmq_connections,
-    /// HTTP/2 connections that passed the capability check and carry gRPC.
-    grpc_connections,
-    /// Checks that found a ZeroMQ-only peer (one TCP connection each, then closed).
-    checks_found_zmq,
-    /// Checks that found nothing usable: refused, closed, silent, unrecognised.
-    checks_failed,
-    /// Time spent in checks, in microseconds (with `checks`, the mean cost).
-    check_micros,
-    /// Capability checks made.
-    checks,
-    /// Messages acknowledged over gRPC.
-    sent_grpc,
-    /// Messages queued on a connected ZMQ socket.
-    sent_zmq,
-    /// Messages given up at the send timeout (provably not sent).
-    timeouts,
-    /// Messages not sent for any other reason (peer unreachable, no common protocol).
-    not_sent,
-    /// gRPC calls that failed after the request was written: maybe seen, never retried.
-    unknown,
-    /// Messages that went over ZMQ after gRPC proved impossible for them (never both).
-    fell_back,
+counters! {
+    /// Live counters of the senders; every field only grows.
+    SenderStats,
+    /// A snapshot of [`SenderStats`].
+    SenderCounts {
+        /// Fresh ZMQ PUSH sockets opened (one TCP connection each).
+        zmq_connections,
+        /// HTTP/2 connections that passed the capability check and carry gRPC.
+        grpc_connections,
+        /// Checks that found a ZeroMQ-only peer (one TCP connection each, then closed).
+        checks_found_zmq,
+        /// Checks that found nothing usable: refused, closed, silent, unrecognised.
+        checks_failed,
+        /// Time spent in checks, in microseconds (with `checks`, the mean cost).
+        check_micros,
+        /// Capability checks made.
+        checks,
+        /// Messages acknowledged over gRPC.
+        sent_grpc,
+        /// Messages queued on a connected ZMQ socket.
+        sent_zmq,
+        /// Messages given up at the send timeout (provably not sent).
+        timeouts,
+        /// Messages not sent for any other reason (peer unreachable, no common protocol).
+        not_sent,
+        /// gRPC calls that failed after the request was written: maybe seen, never retried.
+        unknown,
+        /// Messages that went over ZMQ after gRPC proved impossible for them (never both).
+        fell_back,
+    }
 }
 
 impl SenderStats {
