@@ -208,7 +208,6 @@ fn a_peer_that_changes_from_zmq_to_grpc_loses_and_duplicates_nothing() {
     // The sender now fails to reach the port (provably nothing sent) and retries.
     push.wait_for_log("not sent; trying again", PATIENCE);
     let mut server = Proc::spawn_rebinding("grpc_server", &["--bind", &addr], PATIENCE);
-    server.listen_addr();
     assert!(push.wait_exit(PATIENCE).success(), "{}", push.stderr());
     assert_sent(&push, 7, 5);
     push.wait_for_log("via=Some(Grpc)", PATIENCE);

@@ -183,7 +183,6 @@ fn stage_3_bridge_loses_nothing_while_grpc_server_restarts() {
     bridge.wait_for_logs(&["delivery failed", "retry_in_ms=1000"], 3, PATIENCE);
 
     let second = Proc::spawn_rebinding("grpc_server", &["--bind", &grpc_addr], PATIENCE);
-    second.listen_addr();
     for p in &mut pushers {
         assert!(p.wait_exit(PATIENCE * 2).success());
         assert_eq!(p.summary_u64("sent"), N / 3);

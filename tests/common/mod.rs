@@ -155,13 +155,15 @@ impl Proc {
     /// restarted in place). The dead process's sockets can hold the port for a moment (on
     /// a loaded box the kernel may not have finished their closing handshake yet), and a
     /// bind then fails with "Address already in use": start it again until it is listening,
-    /// as a supervisor restarting the service would, within `within`.
+    /// as a supervisor restarting the service would, within `within`. It returns once the
+    /// process is listening.
     pub fn spawn_rebinding(name: &str, args: &[&str], within: Duration) -> Proc {
         let deadline = Instant::now() + within;
         loop {
             let mut p = Proc::spawn(name, args);
+            let left = deadline.saturating_duration_since(Instant::now());
             let line = p
-                .wait_for(within, |o| {
+                .wait_for(left, |o| {
                     o.stderr
                         .iter()
                         .find(|l| l.contains("listening") || l.contains("already in use"))
