@@ -279,12 +279,13 @@ impl DualSender {
                 }
                 Err(status) => {
                     let rest = messages[i..].to_vec();
-                    if let Proof::NeverWritten = proof(&status) {
+                    let proved = proof(&status);
+                    if let Proof::NeverWritten = proved {
                         debug!(%peer, "the connection closed before taking the request");
                         self.forget(peer);
                         return (outcomes, Some(rest));
                     }
-                    outcomes.extend(self.after_grpc_failure(peer, &status, rest).await);
+                    outcomes.extend(self.after_grpc_failure(peer, &status, proved, rest).await);
                     return (outcomes, None);
                 }
             }
@@ -292,16 +293,18 @@ impl DualSender {
         (outcomes, None)
     }
 
-    /// `rest` is the message whose call failed, then those not tried yet.
+    /// `rest` is the message whose call failed, then those not tried yet; `proved` is what
+    /// `status` proves.
     async fn after_grpc_failure(
         &self,
         peer: SocketAddr,
         status: &tonic::Status,
+        proved: Proof,
         rest: Vec<Parts>,
     ) -> Vec<Outcome> {
         // Whatever happened, the next send starts from a fresh, checked connection.
         self.forget(peer);
-        match proof(status) {
+        match proved {
             Proof::GrpcRefused => {
                 self.peers().insert(
                     peer,
