@@ -72,6 +72,14 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
 }
 
+/// `--metrics-listen`: the admin endpoint's socket, bound at start-up so that an address
+/// that cannot be had is a usage error (exit 2) before anything runs. Serve it with
+/// [`crate::proxy::admin::spawn`].
+pub fn bind_metrics(addr: &str) -> std::net::TcpListener {
+    std::net::TcpListener::bind(addr)
+        .unwrap_or_else(|e| exit_usage(format_args!("cannot listen on {addr} for metrics: {e}")))
+}
+
 /// At most `max` characters of a value that came from the network, cut on a character
 /// boundary: what a log line may quote of it.
 pub fn first_chars(s: &str, max: usize) -> &str {

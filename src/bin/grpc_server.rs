@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::args::GrpcServerArgs;
-use zmq_grpc_proxy::cli::exit_usage;
+use zmq_grpc_proxy::cli::{bind_metrics, exit_usage};
 use zmq_grpc_proxy::migrate::mux::{self, MuxConfig};
 use zmq_grpc_proxy::peers::grpc_server::{self, IngestCollector, IngestService};
 use zmq_grpc_proxy::proxy::admin;
@@ -24,16 +24,7 @@ async fn main() -> anyhow::Result<()> {
         service.clone(),
     ))));
     if let Some(addr) = &args.metrics_listen {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => exit_usage(format_args!("cannot listen on {addr} for metrics: {e}")),
-        };
-        // Serves until the process exits, so /readyz can report the drain.
-        tokio::spawn(admin::serve(
-            listener,
-            Arc::clone(&metrics),
-            std::future::pending(),
-        ));
+        admin::spawn(bind_metrics(addr), Arc::clone(&metrics))?;
     }
     let signal = zmq_grpc_proxy::shutdown::signal_twice_exits();
     let drain_timeout = Duration::from_millis(args.drain_timeout_ms);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use zmq_grpc_proxy::cli::{exit_usage, raise_fd_limit};
+use zmq_grpc_proxy::cli::{bind_metrics, exit_usage, raise_fd_limit};
 use zmq_grpc_proxy::config::{self, Reloader};
 use zmq_grpc_proxy::proxy::{self, admin};
 use zmq_grpc_proxy::shutdown;
@@ -29,11 +29,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut config = args.proxy_config();
     fit_to_fd_limit(&mut config.limits, fd_limit);
-    let metrics_listener = args.metrics_listen.as_ref().map(|addr| {
-        std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
-            exit_usage(format_args!("cannot listen on {addr} for metrics: {e}"))
-        })
-    });
+    let metrics_listener = args.metrics_listen.as_deref().map(bind_metrics);
     // By default one work-stealing runtime sized to the cores. With --per-core the
     // connections run on threads of their own (proxy::per_core) and this thread's runtime
     // only serves the admin endpoint, reloads and signals. (Thread-per-core on one shared
@@ -56,14 +52,7 @@ fn main() -> anyhow::Result<()> {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         };
         if let Some(l) = metrics_listener {
-            l.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            // Serves until the process exits, so /readyz can report the drain.
-            tokio::spawn(admin::serve(
-                l,
-                Arc::clone(&config.metrics),
-                std::future::pending(),
-            ));
+            admin::spawn(l, Arc::clone(&config.metrics))?;
         }
         // Always: a SIGHUP without --config is logged and ignored, never fatal.
         let reloader = Reloader::new(argv, args.clone(), &config);

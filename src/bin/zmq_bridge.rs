@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use zmq_grpc_proxy::args::ZmqBridgeArgs;
-use zmq_grpc_proxy::cli::exit_usage;
+use zmq_grpc_proxy::cli::{bind_metrics, exit_usage};
 use zmq_grpc_proxy::migrate::zmq_bridge::metrics::BridgeMetrics;
 use zmq_grpc_proxy::migrate::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
 use zmq_grpc_proxy::proxy::admin;
@@ -29,13 +29,9 @@ fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     if let Some(addr) = &args.metrics_listen {
-        let listener = match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
-            Ok(l) => l,
-            Err(e) => exit_usage(format_args!("cannot listen on {addr} for metrics: {e}")),
-        };
         let metrics = std::sync::Arc::new(BridgeMetrics::new(bridge.stats()));
-        // Serves until the process exits, so /readyz can report the drain.
-        runtime.spawn(admin::serve(listener, metrics, std::future::pending()));
+        let _runtime = runtime.enter();
+        admin::spawn(bind_metrics(addr), metrics)?;
     }
     let stats = bridge.run(runtime.handle(), &stop)?;
     println!("zmq_bridge summary: {stats}");

@@ -74,6 +74,18 @@ async fn ready<E: Exposition>(State(metrics): State<Arc<E>>) -> impl IntoRespons
     }
 }
 
+/// Serves the endpoint on `listener` for as long as the process runs, so that `/readyz`
+/// can report a drain to its end. Call it within a tokio runtime.
+pub fn spawn<E: Exposition>(
+    listener: std::net::TcpListener,
+    metrics: Arc<E>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    tokio::spawn(serve(listener, metrics, std::future::pending()));
+    Ok(())
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
 pub async fn serve<E: Exposition>(
     listener: TcpListener,
