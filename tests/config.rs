@@ -11,8 +11,6 @@ use std::process::Command;
 
 use common::*;
 
-const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
-
 fn config_file(name: &str, text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("zgp-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -214,8 +212,7 @@ fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
     let text = format!("zmq_backend = \"{a_addr}\"\ngrpc_backend = \"{a_addr}\"\n");
     let (proxy, file) = proxy_from_file("truncated", &text, &["--metrics-listen", "127.0.0.1:0"]);
     let addr = proxy.listen_addr();
-    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
-    let admin = parse_kv(&line)["metrics_addr"].clone();
+    let admin = metrics_addr(&proxy);
     // Truncated (say, by a failed deploy): every route would fall back to the built-in
     // defaults. Refused, naming what is missing.
     std::fs::write(&file, "").unwrap();
@@ -233,15 +230,9 @@ fn a_reload_never_falls_back_to_defaults_for_what_the_file_set() {
     zmq_connection(&addr, &a);
     // Counted before either line was logged.
     let body = http_get(&admin, "/metrics");
-    for (series, value) in [
-        ("zgp_config_reloads_total{result=\"rejected\"} ", "1"),
-        ("zgp_config_reloads_total{result=\"ok\"} ", "1"),
-    ] {
-        let line = body
-            .lines()
-            .find(|l| l.starts_with(series))
-            .unwrap_or_else(|| panic!("{series}\n{body}"));
-        assert!(line.ends_with(value), "{line}");
+    for result in ["rejected", "ok"] {
+        let series = format!("zgp_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&body, &series), Some(1.0), "{series}\n{body}");
     }
     let last = body
         .lines()
@@ -272,8 +263,7 @@ fn a_config_path_that_blocks_stalls_nothing() {
         &["--threads", "1", "--metrics-listen", "127.0.0.1:0"],
     );
     let addr = proxy.listen_addr();
-    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
-    let admin = parse_kv(&line)["metrics_addr"].clone();
+    let admin = metrics_addr(&proxy);
     // The file becomes a FIFO nobody writes: reading it would block for ever.
     std::fs::remove_file(&file).unwrap();
     let made = Command::new("mkfifo").arg(&file).status().unwrap();
@@ -283,13 +273,8 @@ fn a_config_path_that_blocks_stalls_nothing() {
     assert!(line.contains("not a regular file"), "{line}");
     // Serving never stopped: connections and the health check are answered.
     zmq_connection(&addr, &a);
-    let mut health = TcpStream::connect(&admin).unwrap();
-    health
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    health.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let (status, _) = http_get_status(&admin, "/healthz");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let _ = std::fs::remove_file(&file);
 }
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SPLICE_MODES: [&str; 3] = ["auto", "on", "off"];
 const H2_EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -327,8 +326,7 @@ fn idle_admin_connections_cannot_starve_the_data_port() {
         &["--metrics-listen", "127.0.0.1:0"],
     );
     let addr = proxy.listen_addr();
-    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
-    let admin = parse_kv(&line)["metrics_addr"].clone();
+    let admin = metrics_addr(&proxy);
     // 150 connections that never send a request: before the admin endpoint was capped, each
     // held a descriptor for 5 s and the data port's accept failed with EMFILE.
     let idle: Vec<_> = (0..150)

@@ -9,32 +9,18 @@ use std::net::TcpStream;
 
 use common::*;
 
-fn get(addr: &str, path: &str) -> (String, String) {
-    http_get_status(addr, path)
-}
-
 /// The value of one sample, e.g. `zgp_connections_closed_total{route="zmq",outcome="ok"}`.
 fn sample(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn metrics_addr(proxy: &Proc) -> String {
-    let line = proxy.wait_for_log("metrics_addr=", PATIENCE);
-    parse_kv(&line)["metrics_addr"].clone()
+    common::sample(body, series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
 }
 
 #[test]
 fn counters_move_exactly_as_traffic_does() {
     let stack = Stack::start(None, &["--metrics-listen", "127.0.0.1:0"]);
     let m = metrics_addr(&stack.proxy);
-    assert_eq!(get(&m, "/healthz").0, "HTTP/1.1 200 OK");
-    assert_eq!(get(&m, "/readyz").0, "HTTP/1.1 200 OK");
-    assert!(get(&m, "/nope").0.contains("404"));
+    assert_eq!(http_get_status(&m, "/healthz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get_status(&m, "/readyz").0, "HTTP/1.1 200 OK");
+    assert!(http_get_status(&m, "/nope").0.contains("404"));
 
     let (zmq, grpc) = (stack.zmq_url(), stack.grpc_url());
     for i in 0..3 {
@@ -74,7 +60,7 @@ fn counters_move_exactly_as_traffic_does() {
         .proxy
         .wait_for_logs(&["closed", "unrecognised protocol"], 1, PATIENCE);
 
-    let (status, body) = get(&m, "/metrics");
+    let (status, body) = http_get_status(&m, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(sample(&body, "zgp_connections_accepted_total"), 6.0);
     assert_eq!(
@@ -153,7 +139,7 @@ fn backend_errors_are_counted_by_route_and_kind() {
     let mut c = TcpStream::connect(proxy.listen_addr()).unwrap();
     c.write_all(&[0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F]).unwrap();
     proxy.wait_for_log("backend connect failed", PATIENCE);
-    let body = get(&m, "/metrics").1;
+    let body = http_get_status(&m, "/metrics").1;
     assert_eq!(
         sample(
             &body,
@@ -189,13 +175,16 @@ fn readiness_drops_while_draining() {
     held.read_exact(&mut sig).unwrap();
     stack.proxy.signal("TERM");
     stack.proxy.wait_for_log("draining", PATIENCE);
-    assert_eq!(get(&m, "/readyz").0, "HTTP/1.1 503 Service Unavailable");
     assert_eq!(
-        get(&m, "/healthz").0,
+        http_get_status(&m, "/readyz").0,
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    assert_eq!(
+        http_get_status(&m, "/healthz").0,
         "HTTP/1.1 200 OK",
         "alive while draining"
     );
-    let body = get(&m, "/metrics").1;
+    let body = http_get_status(&m, "/metrics").1;
     assert_eq!(sample(&body, r#"zgp_connections_active{route="zmq"}"#), 1.0);
 }
 

@@ -8,8 +8,6 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 
 use common::*;
 
-const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
-
 #[test]
 fn unrecognised_and_silent_clients_go_to_the_fallback_backend() {
     let fallback = TcpListener::bind("127.0.0.1:0").unwrap();

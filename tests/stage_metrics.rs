@@ -7,27 +7,16 @@ mod common;
 
 use common::*;
 
-fn get(addr: &str, path: &str) -> (String, String) {
-    http_get_status(addr, path)
-}
-
 /// The value of one sample, e.g. `zgp_bridge_delivered_total`; 0 if absent.
 fn sample(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-fn metrics_addr(p: &Proc) -> String {
-    let line = p.wait_for_log("metrics_addr=", PATIENCE);
-    parse_kv(&line)["metrics_addr"].clone()
+    common::sample(body, series).unwrap_or(0.0)
 }
 
 /// Scrapes until `done` holds (a counter reaching a value), or panics after PATIENCE.
 fn scrape_until(addr: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let body = get(addr, "/metrics").1;
+        let body = http_get_status(addr, "/metrics").1;
         if done(&body) {
             return body;
         }
@@ -56,7 +45,7 @@ fn grpc_server_mux_counts_connections_per_protocol_and_messages_live() {
     );
     let port = server.listen_addr();
     let metrics = metrics_addr(&server);
-    assert_eq!(get(&metrics, "/readyz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get_status(&metrics, "/readyz").0, "HTTP/1.1 200 OK");
     let zmq = [
         "--connect",
         &format!("tcp://{port}"),
@@ -66,15 +55,7 @@ fn grpc_server_mux_counts_connections_per_protocol_and_messages_live() {
         "0",
     ];
     run_to_end("zmq_push", &zmq, PATIENCE);
-    let grpc = [
-        "--connect",
-        &format!("http://{port}"),
-        "--count",
-        "5",
-        "--interval-ms",
-        "0",
-    ];
-    run_to_end("grpc_client", &grpc, PATIENCE);
+    grpc_calls(&port, 5);
     let zmq_ok = r#"zgp_connections_closed_total{route="zmq",outcome="ok"}"#;
     let grpc_local = r#"zgp_connections_closed_total{route="grpc",outcome="local"}"#;
     let body = scrape_until(&metrics, "both connections closed, 5 messages", |b| {
@@ -112,7 +93,7 @@ fn bridge_metrics_show_a_backlog_while_grpc_is_down_and_its_drain() {
     );
     let endpoint = bridge.listen_addr();
     let metrics = metrics_addr(&bridge);
-    assert_eq!(get(&metrics, "/readyz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get_status(&metrics, "/readyz").0, "HTTP/1.1 200 OK");
     let push = [
         "--connect",
         &endpoint,

@@ -9,6 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The ZMTP 3 signature a ZeroMQ peer opens with (what the proxy detects).
+pub const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
+
 /// Generous upper bound for anything that should happen "promptly" on a loaded CI box.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -409,4 +412,18 @@ pub fn http_get_status(addr: &str, path: &str) -> (String, String) {
     let response = http_get(addr, path);
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The address a process's admin endpoint listens on, from its `metrics_addr=` log line.
+pub fn metrics_addr(p: &Proc) -> String {
+    let line = p.wait_for_log("metrics_addr=", PATIENCE);
+    parse_kv(&line)["metrics_addr"].clone()
+}
+
+/// The value of one sample in a Prometheus scrape, e.g.
+/// `zgp_connections_closed_total{route="zmq",outcome="ok"}`; `None` if it is not there.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
 }
