@@ -242,12 +242,18 @@ fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The samples of one scenario key for one target (none if it was not measured).
+fn samples<'s>(s: &'s Samples, key: &'static str, t: Target) -> &'s [f64] {
+    s.get(&(key, t)).map_or(&[], Vec::as_slice)
+}
+
+/// A ratio as the tables print it.
+fn times(v: f64) -> String {
+    format!("{v:.2}×")
+}
+
 pub fn print(s: &Samples, runs: usize, header: &str) {
-    let get = |k: &str, t: Target| {
-        s.iter()
-            .find(|((key, target), _)| *key == k && *target == t)
-            .map_or(&[][..], |(_, v)| v.as_slice())
-    };
+    let get = |k, t| samples(s, k, t);
     println!();
     println!("{header}");
     println!();
@@ -256,7 +262,6 @@ pub fn print(s: &Samples, runs: usize, header: &str) {
          target | met (runs) |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---|---|");
-    let x = |v: f64| format!("{v:.2}×");
     for &(key, name, unit, goal) in ROWS {
         let (d, p, h) = (
             get(key, Target::Direct),
@@ -285,8 +290,8 @@ pub fn print(s: &Samples, runs: usize, header: &str) {
             },
             with_spread(p, num),
             with_spread(h, num),
-            with_spread(&pd, x),
-            with_spread(&ph, x),
+            with_spread(&pd, times),
+            with_spread(&ph, times),
             goal.map_or(String::new(), Goal::text),
         );
     }
@@ -301,7 +306,7 @@ pub fn print(s: &Samples, runs: usize, header: &str) {
 
 /// The A/B table, when a second proxy configuration was measured in the same runs.
 fn print_ab(s: &Samples) {
-    let get = |k: &'static str, t: Target| s.get(&(k, t)).map_or(&[][..], |v| v.as_slice());
+    let get = |k, t| samples(s, k, t);
     if !s.keys().any(|(_, t)| *t == Target::ProxyB) {
         return;
     }
@@ -310,7 +315,6 @@ fn print_ab(s: &Samples) {
     println!();
     println!("| scenario | unit | A | B | B / A | B / HAProxy |");
     println!("|---|---|---:|---:|---:|---:|");
-    let x = |v: f64| format!("{v:.2}×");
     for &(key, name, unit, _) in ROWS {
         let (a, b, h) = (
             get(key, Target::Proxy),
@@ -324,8 +328,8 @@ fn print_ab(s: &Samples) {
             "| {name} | {unit} | {} | {} | {} | {} |",
             with_spread(a, num),
             with_spread(b, num),
-            with_spread(&ratios(b, a), x),
-            with_spread(&ratios(b, h), x),
+            with_spread(&ratios(b, a), times),
+            with_spread(&ratios(b, h), times),
         );
     }
 }
