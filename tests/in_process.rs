@@ -59,11 +59,11 @@ impl Proxy {
     }
 }
 
-/// A backend that echoes everything back, on its own port.
-async fn echo_backend() -> (String, JoinHandle<()>) {
+/// A backend that echoes everything back, on its own port, for the rest of the test.
+async fn echo_backend() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let (mut s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
@@ -72,7 +72,7 @@ async fn echo_backend() -> (String, JoinHandle<()>) {
             });
         }
     });
-    (addr, task)
+    addr
 }
 
 /// A client that sent the ZMTP signature through the proxy and had it echoed back: a
@@ -163,7 +163,7 @@ async fn an_unreachable_backend_is_given_up_at_the_connect_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn drain_waits_for_open_connections_then_run_returns() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let mut p = Proxy::start(routes(&backend, &backend), limits()).await;
     let mut client = zmq_client(&p).await;
     p.shutdown();
@@ -189,7 +189,7 @@ async fn drain_waits_for_open_connections_then_run_returns() {
 
 #[tokio::test(start_paused = true)]
 async fn connections_open_at_the_drain_timeout_are_reset_and_counted() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let mut p = Proxy::start(routes(&backend, &backend), limits()).await;
     let mut client = zmq_client(&p).await;
     let asked = Instant::now();
@@ -211,7 +211,7 @@ async fn connections_open_at_the_drain_timeout_are_reset_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_client_goes_to_the_fallback_at_the_detect_timeout() {
-    let (fallback, _echo) = echo_backend().await;
+    let fallback = echo_backend().await;
     let mut routes = routes("127.0.0.1:1", "127.0.0.1:1");
     routes.fallback = Some(Target::Backend(fallback.parse().unwrap()));
     let p = Proxy::start(routes, limits()).await;
@@ -244,7 +244,7 @@ async fn a_silent_client_goes_to_the_fallback_at_the_detect_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_hello_in_pieces_is_read_on_and_replayed_whole() {
-    let (tls_backend, _echo) = echo_backend().await;
+    let tls_backend = echo_backend().await;
     let mut routes = routes("127.0.0.1:1", "127.0.0.1:1");
     routes.tls = Some(proxy::TlsRoutes {
         rules: Vec::new(),
@@ -292,7 +292,7 @@ fn client_hello(sni: &str) -> Vec<u8> {
 
 #[tokio::test(start_paused = true)]
 async fn a_relayed_connection_idle_past_the_idle_timeout_is_reset_on_both_sides() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let limits = Limits {
         idle_timeout: Some(Duration::from_secs(80)),
         ..limits()
@@ -417,7 +417,7 @@ async fn a_trusted_balancer_s_proxy_header_names_the_client_to_backends() {
 
 #[tokio::test]
 async fn a_proxy_header_from_an_untrusted_source_is_unrecognised() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let mut routes = routes(&backend, &backend);
     routes.accept_proxy_protocol = vec!["10.0.0.0/8".parse().unwrap()];
     let p = Proxy::start(routes, limits()).await;
@@ -434,7 +434,7 @@ async fn a_proxy_header_from_an_untrusted_source_is_unrecognised() {
 
 #[tokio::test(start_paused = true)]
 async fn the_shutdown_delay_fails_readiness_first_and_keeps_accepting() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let limits = Limits {
         shutdown_delay: Duration::from_secs(5),
         ..limits()
@@ -488,7 +488,7 @@ fn keepalive_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) ->
 #[cfg(target_os = "linux")]
 #[tokio::test(start_paused = true)]
 async fn keepalive_is_armed_on_both_hops_once_a_connection_outlives_a_sweep() {
-    let (backend, _echo) = echo_backend().await;
+    let backend = echo_backend().await;
     let limits = Limits {
         tcp_keepalive: Some(Duration::from_secs(42)),
         ..limits()
