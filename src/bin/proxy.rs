@@ -1,9 +1,10 @@
 //! `proxy`: one TCP port, ZeroMQ and gRPC routed to their own backends by their first bytes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use zmq_grpc_proxy::cli::{bind_metrics, exit_usage, raise_fd_limit};
 use zmq_grpc_proxy::config::{self, Reloader};
+use zmq_grpc_proxy::proxy::intercept::{self, Installed};
 use zmq_grpc_proxy::proxy::{self, admin};
 use zmq_grpc_proxy::shutdown;
 
@@ -17,12 +18,18 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(zmq_grpc_proxy::cli::EXIT_USAGE)
         }
     };
+    if let Some(port) = args.intercept_remove {
+        intercept_remove(port);
+    }
     if args.check {
         check(&args);
     }
     args.log.init();
     let fd_limit = raise_fd_limit();
     let listener = listener(&args);
+    let plan = args
+        .intercept_port
+        .map(|port| intercept_plan(port, &listener));
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => usize::from(n),
@@ -45,10 +52,13 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
+    let interception: Arc<Mutex<Option<Installed>>> = Arc::default();
     rt.block_on(async {
         let signal = shutdown::signal_twice_exits();
         let shutdown = async {
             signal.await;
+            // Before the port closes: new connections go to the member directly from now.
+            stop_intercepting(&interception).await;
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         };
         if let Some(l) = metrics_listener {
@@ -57,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         // Always: a SIGHUP without --config is logged and ignored, never fatal.
         let reloader = Reloader::new(argv, args.clone(), &config);
         tokio::spawn(reloader.on_sighup()?);
+        // Listening, everything set up: only now may connections be redirected here.
+        if let Some(plan) = &plan {
+            start_intercepting(plan, &interception);
+        }
         if args.per_core {
             // The first listener is open; the threads bind theirs as they start.
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -68,7 +82,76 @@ fn main() -> anyhow::Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         proxy::run(listener, config, shutdown).await
     })?;
+    // Again on exit, in case removing it at the start of the drain failed.
+    if let Some(mut installed) = interception
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        installed.remove();
+    }
     Ok(())
+}
+
+/// `--intercept-port`: what to redirect where, checked against the socket actually
+/// listening (it may come from LISTEN_FDS). Exits 2 if it cannot work.
+fn intercept_plan(port: u16, listener: &std::net::TcpListener) -> intercept::Plan {
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => exit_usage(format_args!(
+            "--intercept-port: the listener has no address: {e}"
+        )),
+    };
+    intercept::Plan::new(port, addr).unwrap_or_else(|e| exit_usage(e))
+}
+
+/// Installs the table, or exits 2 naming what is missing, before any connection is served.
+fn start_intercepting(plan: &intercept::Plan, slot: &Mutex<Option<Installed>>) {
+    match intercept::install(plan) {
+        Ok(installed) => {
+            let handle = installed.handle();
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(installed);
+            tracing::info!(
+                table = %format!("inet {}", intercept::table_name(plan.port)),
+                handle,
+                intercept_port = plan.port,
+                to_port = plan.to_port,
+                ipv6 = plan.v6,
+                "intercepting: inbound tcp/{} is redirected to the proxy",
+                plan.port
+            );
+        }
+        Err(e) => exit_usage(format_args!("--intercept-port {}: {e}", plan.port)),
+    }
+}
+
+/// Deletes the table (off the runtime: it runs `nft`), then says so.
+async fn stop_intercepting(slot: &Arc<Mutex<Option<Installed>>>) {
+    let slot = Arc::clone(slot);
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_mut().map(|i| (i.port(), i.remove()))
+    })
+    .await;
+    if let Ok(Some((port, was_there))) = removed {
+        tracing::info!(
+            table = %format!("inet {}", intercept::table_name(port)),
+            was_there,
+            "interception removed: tcp/{port} goes to the member directly"
+        );
+    }
+}
+
+/// `--intercept-remove PORT`: deletes the table if present; exit 0 either way, 2 if nft
+/// cannot be used.
+fn intercept_remove(port: u16) -> ! {
+    let table = intercept::table_name(port);
+    match intercept::remove(port) {
+        Ok(true) => println!("removed nftables table inet {table}"),
+        Ok(false) => println!("no nftables table inet {table}: nothing to remove"),
+        Err(e) => exit_usage(format_args!("--intercept-remove {port}: {e}")),
+    }
+    std::process::exit(0)
 }
 
 /// The listening socket: the one systemd passes (socket activation, `LISTEN_FDS`), which
@@ -145,6 +228,16 @@ fn check(args: &config::ProxyArgs) -> ! {
             problems.push(format!(
                 "`{key}`: `{addr}` is not an address to listen on: {e}"
             ));
+        }
+    }
+    if let Some(port) = args.intercept_port {
+        let listen = args
+            .listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next());
+        if let Some(Err(e)) = listen.map(|addr| intercept::Plan::new(port, addr)) {
+            problems.push(format!("`intercept_port`: {e}"));
         }
     }
     if !problems.is_empty() {

@@ -37,10 +37,13 @@ pub struct ProxyArgs {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "PROXY_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: String,
-    /// Backend for connections that open with a ZMTP signature (the zmq_pull server).
+    /// Backend for connections that open with a ZMTP signature (the zmq_pull server):
+    /// HOST:PORT, or `original`, the address each client dialled before `--intercept-port`
+    /// (or another redirect of the operator's) sent it to the proxy.
     #[arg(long, env = "PROXY_ZMQ_BACKEND", default_value = "127.0.0.1:7001")]
     pub zmq_backend: BackendAddr,
-    /// Backend for connections that open with the HTTP/2 preface (the grpc_server).
+    /// Backend for connections that open with the HTTP/2 preface (the grpc_server):
+    /// HOST:PORT, or `original` as for `--zmq-backend`.
     #[arg(long, env = "PROXY_GRPC_BACKEND", default_value = "127.0.0.1:7002")]
     pub grpc_backend: BackendAddr,
     /// Milliseconds a client has to send enough bytes to be recognised; then it is closed.
@@ -126,6 +129,21 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_SPLICE", default_value_t = SpliceMode::Auto,
           value_parser = SpliceMode::from_str)]
     pub splice: SpliceMode,
+    /// Intercept this port of the member on this host: once listening, install the
+    /// nftables table `inet zgp_intercept_PORT`, which redirects inbound TCP to PORT (IPv4,
+    /// and IPv6 when listening on `[::]`) to the proxy, so no peer changes the address it
+    /// dials; use `--zmq-backend original` to reach the member. The table is deleted when
+    /// the proxy begins to drain, on exit, and by a guard process if the proxy dies.
+    /// Needs `--listen` on the wildcard address, nft and CAP_NET_ADMIN; the shutdown delay
+    /// is at least 250 ms, so handshakes redirected before removal are still accepted.
+    #[arg(long, env = "PROXY_INTERCEPT_PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub intercept_port: Option<u16>,
+    /// Delete the nftables table of `--intercept-port PORT` if present, then exit 0 (also
+    /// when absent; 2 if nft cannot be used). For ExecStopPost= and for backing out by hand.
+    #[arg(long, env = "PROXY_INTERCEPT_REMOVE", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub intercept_remove: Option<u16>,
     /// TOML file holding any of these settings (same names, snake_case); flags and
     /// environment variables override it. SIGHUP re-reads it and swaps the routes.
     #[arg(long, env = "PROXY_CONFIG")]
@@ -243,7 +261,12 @@ pub fn setting_ids() -> Vec<String> {
     command()
         .get_arguments()
         .map(|a| a.get_id().to_string())
-        .filter(|id| !matches!(id.as_str(), "help" | "version" | "check"))
+        .filter(|id| {
+            !matches!(
+                id.as_str(),
+                "help" | "version" | "check" | "intercept_remove"
+            )
+        })
         .collect()
 }
 
@@ -273,7 +296,11 @@ impl ProxyArgs {
             splice: self.splice,
             idle_timeout: Limits::millis(self.idle_timeout_ms),
             tcp_keepalive: Limits::millis(self.tcp_keepalive_ms),
-            shutdown_delay: Duration::from_millis(self.shutdown_delay_ms),
+            shutdown_delay: match self.intercept_port {
+                Some(_) => Duration::from_millis(self.shutdown_delay_ms)
+                    .max(Limits::INTERCEPT_MIN_SHUTDOWN_DELAY),
+                None => Duration::from_millis(self.shutdown_delay_ms),
+            },
         }
     }
 
@@ -312,7 +339,8 @@ impl ProxyArgs {
             idle_timeout_ms,
             tcp_keepalive_ms,
             shutdown_delay_ms,
-            splice
+            splice,
+            intercept_port
         );
         changed
     }

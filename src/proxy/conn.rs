@@ -86,6 +86,8 @@ async fn open(
     let span = tracing::Span::current();
     span.record("route", tracing::field::display(route));
     let backend = match target {
+        Target::Backend(addr) if addr.is_original() => original_backend(&client)
+            .map_err(|detail| rejected(RejectReason::NotRedirected, prefix.len(), Some(detail)))?,
         Target::Backend(addr) => addr.clone(),
         Target::Local(server) => {
             span.record("backend", tracing::field::display("local"));
@@ -292,6 +294,20 @@ pub(super) fn rejected(reason: RejectReason, received: usize, detail: Option<Str
         reason,
         received,
         detail,
+    }
+}
+
+/// `--zmq-backend original`: the member's own listener, where the client was going before
+/// interception redirected it here. A connection that was not redirected has none (relaying
+/// it to our own address would loop), so it is refused with what was found.
+fn original_backend(client: &TcpStream) -> Result<BackendAddr, String> {
+    match super::intercept::original_dst(client) {
+        Ok(Some(dst)) => dst
+            .to_string()
+            .parse()
+            .map_err(|e: String| format!("original destination {dst}: {e}")),
+        Ok(None) => Err("no conntrack redirect for this connection".into()),
+        Err(e) => Err(format!("reading the original destination: {e}")),
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `conn` | the per-connection pipeline, stage by stage; its first stage, reading the prefix, is `sniff` |
 //! | [`detect`] | pure: first bytes → ZMTP, HTTP/2, or neither |
 //! | [`tls`] | pure: a ClientHello → SNI and ALPN |
+//! | [`intercept`] | `--intercept-port`: the nftables table that redirects a member's port here, its fail-open guard, and `SO_ORIGINAL_DST` for `--zmq-backend original` |
 //! | [`routes`] | route names, backend addresses, the route table, and the pure [`routes::decide`] |
 //! | [`io`] | [`io::PrefixedStream`], the replaying stream handed to in-process servers |
 //! | [`relay`] | both directions until both end: readiness-driven copy or `splice(2)` |
@@ -29,6 +30,7 @@
 pub mod admin;
 mod conn;
 pub mod detect;
+pub mod intercept;
 pub mod io;
 pub mod metrics;
 mod observe;

@@ -175,5 +175,10 @@ fn describe(reason: RejectReason, received: usize) -> String {
         }
         RejectReason::ReadError => "reading from client failed".into(),
         RejectReason::DrainTimeout => "still detecting at the drain timeout".into(),
+        RejectReason::NotRedirected => {
+            "not redirected by interception: no original destination to relay to \
+             (the proxy's own port was dialled)"
+                .into()
+        }
     }
 }

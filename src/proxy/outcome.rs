@@ -23,6 +23,9 @@ pub enum RejectReason {
     ReadError,
     /// Still being detected when the drain timeout ended the proxy.
     DrainTimeout,
+    /// Routed to `original` (interception), but the connection was not redirected: it
+    /// dialled the proxy's port itself, so it has no original destination to go to.
+    NotRedirected,
 }
 
 /// How a routed connection ended (the `outcome` label of `zgp_connections_closed_total`).
@@ -66,6 +69,7 @@ impl RejectReason {
             RejectReason::ClosedEarly => "closed_early",
             RejectReason::ReadError => "read_error",
             RejectReason::DrainTimeout => "drain_timeout",
+            RejectReason::NotRedirected => "not_redirected",
         }
     }
 }

@@ -78,12 +78,23 @@ impl From<Protocol> for RouteName {
 /// A backend address as `HOST:PORT` (`127.0.0.1:7001`, `[::1]:7001`, `zmq-pull.svc:7001`).
 /// Names are resolved at each connect, so a backend that moves is followed.
 /// Shared, not copied: every connection routed to it holds it for its log lines.
+///
+/// The word `original` ([`BackendAddr::ORIGINAL`]) is the destination each connection
+/// dialled before interception redirected it to the proxy (see [`super::intercept`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddr(Arc<str>);
 
 impl BackendAddr {
+    /// The backend that is, for each connection, the address it originally dialled.
+    pub const ORIGINAL: &'static str = "original";
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this is `original`: read per connection from the redirect, not dialled as is.
+    pub fn is_original(&self) -> bool {
+        &*self.0 == Self::ORIGINAL
     }
 }
 
@@ -97,9 +108,12 @@ impl FromStr for BackendAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == Self::ORIGINAL {
+            return Ok(BackendAddr(s.into()));
+        }
         let (host, port) = s
             .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
+            .ok_or_else(|| format!("`{s}` is not HOST:PORT (or `original`)"))?;
         let host_ok = if let Some(inner) = host.strip_prefix('[') {
             inner
                 .strip_suffix(']')

@@ -40,6 +40,11 @@ impl Limits {
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
     pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 3_600_000;
     pub const DEFAULT_TCP_KEEPALIVE_MS: u64 = 60_000;
+    /// With `--intercept-port`, the shortest shutdown delay: the table is deleted first,
+    /// but a handshake the old rule redirected a moment before is still on its way to the
+    /// listener (conntrack keeps a flow's NAT decision), so the port stays open a few
+    /// round trips longer.
+    pub const INTERCEPT_MIN_SHUTDOWN_DELAY: Duration = Duration::from_millis(250);
     /// The largest `max_connections` accepted from any source.
     pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 
