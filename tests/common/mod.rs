@@ -126,6 +126,17 @@ impl Proc {
         })
     }
 
+    /// Every log (stderr) line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.output.0.lock().unwrap().stderr.clone()
+    }
+
+    /// Waits up to `within` for one more log line than there is now (or for the end).
+    pub fn wait_for_new_log(&self, within: Duration) {
+        let seen = self.output.0.lock().unwrap().stderr.len();
+        self.wait_for(within, |o| (o.stderr.len() > seen).then_some(()));
+    }
+
     /// The address from the binary's "listening" log line (`addr=` or `endpoint=`).
     pub fn listen_addr(&self) -> String {
         let line = self.wait_for_log("listening", PATIENCE);

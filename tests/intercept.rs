@@ -1,0 +1,596 @@
+//! `--intercept-port` on a live port, in network namespaces: members keep their port (9638,
+//! as Butterfly's gossip), peers in another namespace dial it unchanged, and the proxy is
+//! put in front of a member by its own nftables table. Needs root, `ip` and `nft`; a test
+//! that cannot create its namespaces fails, saying why.
+//!
+//! Topology (one per test, names unique to the process and the test, removed on drop):
+//!
+//! ```text
+//! peers ns: br0 10.99.0.1, fd99::1 ─┬─ veth ─ member 0: eth0 10.99.0.2, fd99::2
+//!                                   ├─ veth ─ member 1: eth0 10.99.0.3, fd99::3
+//!                                   └─ …
+//! ```
+//! Members reach each other over the bridge, so member-to-member gossip arrives on `eth0`
+//! and is intercepted like a peer's.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{sample, Proc, PATIENCE};
+
+/// Butterfly's gossip port: the member's own listener, in every member namespace.
+const GOSSIP_PORT: u16 = 9638;
+/// The proxy's listen port in each member namespace.
+const PROXY_PORT: u16 = 7000;
+const GRPC_PORT: u16 = 7002;
+const METRICS: &str = "127.0.0.1:9100";
+
+fn data(file: &str) -> String {
+    format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command to completion; panics with its stderr if it fails.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e} (the test needs iproute2 and nftables, and root)")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The namespaces of one test. Dropping it kills what runs in them and deletes them (and
+/// with them their veth links), also when the test fails.
+struct Net {
+    peers: String,
+    members: Vec<String>,
+}
+
+impl Net {
+    fn new(members: usize) -> Net {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "zgp{}i{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut net = Net {
+            peers: format!("{id}p"),
+            members: Vec::new(),
+        };
+        run("ip", &["netns", "add", &net.peers]);
+        let p = net.peers.clone();
+        run("ip", &["-n", &p, "link", "set", "lo", "up"]);
+        run("ip", &["-n", &p, "link", "add", "br0", "type", "bridge"]);
+        run(
+            "ip",
+            &["-n", &p, "addr", "add", "10.99.0.1/24", "dev", "br0"],
+        );
+        run(
+            "ip",
+            &["-n", &p, "addr", "add", "fd99::1/64", "dev", "br0", "nodad"],
+        );
+        run("ip", &["-n", &p, "link", "set", "br0", "up"]);
+        for i in 0..members {
+            let m = format!("{id}m{i}");
+            run("ip", &["netns", "add", &m]);
+            net.members.push(m.clone());
+            let port = format!("v{i}");
+            let args = [
+                "link", "add", "name", &port, "netns", &p, "type", "veth", "peer", "name", "eth0",
+                "netns", &m,
+            ];
+            run("ip", &args);
+            run(
+                "ip",
+                &["-n", &p, "link", "set", &port, "master", "br0", "up"],
+            );
+            let (v4, v6) = (format!("{}/24", net.ip(i)), format!("{}/64", net.ip6(i)));
+            run("ip", &["-n", &m, "addr", "add", &v4, "dev", "eth0"]);
+            run(
+                "ip",
+                &["-n", &m, "addr", "add", &v6, "dev", "eth0", "nodad"],
+            );
+            run("ip", &["-n", &m, "link", "set", "eth0", "up"]);
+            run("ip", &["-n", &m, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    fn ip(&self, member: usize) -> String {
+        format!("10.99.0.{}", member + 2)
+    }
+
+    fn ip6(&self, member: usize) -> String {
+        format!("fd99::{}", member + 2)
+    }
+
+    /// `tcp://MEMBER:9638`, the address every peer dials.
+    fn gossip_endpoint(&self, member: usize) -> String {
+        format!("tcp://{}:{GOSSIP_PORT}", self.ip(member))
+    }
+
+    /// A command that runs `program` inside namespace `ns` (`ip netns exec` execs it, so
+    /// its pid is the program's).
+    fn exec(ns: &str, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, program]).args(args);
+        cmd
+    }
+
+    fn spawn(ns: &str, name: &str, program: &str, args: &[&str]) -> Proc {
+        Proc::from_command(name, Net::exec(ns, program, args))
+    }
+
+    /// One of the project's binaries, in `ns`.
+    fn spawn_bin(ns: &str, name: &str, args: &[&str]) -> Proc {
+        Net::spawn(ns, name, common::bin(name), args)
+    }
+
+    fn ruleset(ns: &str) -> String {
+        let out = Net::exec(ns, "nft", &["list", "ruleset"])
+            .output()
+            .expect("nft");
+        assert!(out.status.success(), "nft list ruleset: {:?}", out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The intercepting proxy of a member: ZeroMQ to the member's own listener (the
+    /// original destination), gRPC to the member's grpc_server.
+    fn start_proxy(&self, member: usize, listen: &str, extra: &[&str]) -> Proc {
+        let grpc = format!("127.0.0.1:{GRPC_PORT}");
+        let port = GOSSIP_PORT.to_string();
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--intercept-port",
+            &port,
+            "--zmq-backend",
+            "original",
+            "--grpc-backend",
+            &grpc,
+            "--metrics-listen",
+            METRICS,
+        ];
+        args.extend_from_slice(extra);
+        let p = Net::spawn_bin(&self.members[member], "proxy", &args);
+        p.wait_for_log("intercepting", PATIENCE);
+        p
+    }
+
+    /// The proxy's metrics in `ns`, scraped from inside it.
+    fn scrape(ns: &str) -> String {
+        let script = format!(
+            "import urllib.request;print(urllib.request.urlopen('http://{METRICS}/metrics').read().decode())"
+        );
+        let out = Net::exec(ns, "python3", &["-c", &script])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "scrape: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the proxy in `ns` counts `series` at `want` at least; returns the value.
+    fn wait_counter(ns: &str, series: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v = sample(&Net::scrape(ns), series).unwrap_or(0.0);
+            if v >= want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling a counter
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.members.iter().chain([&self.peers]) {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// pyzmq receiver bound on the member's gossip port.
+fn gossip_sink(ns: &str) -> Proc {
+    let bind = format!("tcp://0.0.0.0:{GOSSIP_PORT}");
+    let p = Net::spawn(
+        ns,
+        "gossip_sink",
+        "python3",
+        &[&data("gossip_sink.py"), &bind],
+    );
+    p.wait_for_log("listening", PATIENCE);
+    p
+}
+
+/// One message the sink got: when (CLOCK_MONOTONIC seconds), from which address, what.
+#[derive(Debug, Clone)]
+struct Got {
+    at: f64,
+    peer: String,
+    payload: String,
+}
+
+fn received(sink: &Proc) -> Vec<Got> {
+    sink.log_lines()
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("got ")?.splitn(3, ' ');
+            Some(Got {
+                at: f.next()?.parse().ok()?,
+                peer: f.next()?.to_owned(),
+                payload: f.next()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The test's own clock on the sink's scale (both CLOCK_MONOTONIC).
+fn monotonic_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass; no other precondition.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn series(name: &str, labels: &str) -> String {
+    format!("{name}{{{labels}}}")
+}
+
+/// Three members on the same port, each behind its own intercepting proxy; peers dial
+/// `member:9638` with zmq_push, pyzmq and grpc_client, as they did before the proxy.
+#[test]
+fn three_members_on_one_port_all_traffic_through_interception() {
+    let net = Net::new(3);
+    let before: Vec<String> = net.members.iter().map(|m| Net::ruleset(m)).collect();
+    let mut servers = Vec::new();
+    let mut proxies = Vec::new();
+    let mut udp = Vec::new();
+    for (i, m) in net.members.iter().enumerate() {
+        let bind = format!("tcp://0.0.0.0:{GOSSIP_PORT}");
+        let pull = Net::spawn_bin(m, "zmq_pull", &["--bind", &bind]);
+        pull.wait_for_log("listening", PATIENCE);
+        let grpc = Net::spawn_bin(
+            m,
+            "grpc_server",
+            &["--bind", &format!("127.0.0.1:{GRPC_PORT}")],
+        );
+        grpc.wait_for_log("listening", PATIENCE);
+        // SWIM's UDP on the same port number: must keep reaching the member's own socket.
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',{GOSSIP_PORT}))\nprint('listening',file=sys.stderr,flush=True)\n\
+             while True:\n d,a=s.recvfrom(100)\n print('udp',a[0],d.decode(),file=sys.stderr,flush=True)"
+        );
+        let u = Net::spawn(m, "udp_sink", "python3", &["-c", &script]);
+        u.wait_for_log("listening", PATIENCE);
+        udp.push(u);
+        // The last member's proxy listens on [::]: IPv4 arrives mapped, IPv6 is redirected too.
+        let listen = if i == 2 { "[::]:7000" } else { "0.0.0.0:7000" };
+        proxies.push(net.start_proxy(i, listen, &[]));
+        servers.push((pull, grpc));
+    }
+    for (i, m) in net.members.iter().enumerate() {
+        let table = Net::ruleset(m);
+        assert!(
+            table.contains(&format!("table inet zgp_intercept_{GOSSIP_PORT}")),
+            "{table}"
+        );
+        assert!(
+            table.contains(&format!("redirect to :{PROXY_PORT}")),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("table ").count(),
+            1,
+            "member {i}: one table, ours: {table}"
+        );
+    }
+
+    const N: u64 = 40;
+    let n = N.to_string();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let ep = net.gossip_endpoint(i);
+        let url = format!("http://{}:{GOSSIP_PORT}", net.ip(i));
+        let sender = format!("push-{i}");
+        clients.push(Net::spawn_bin(
+            &net.peers,
+            "zmq_push",
+            &[
+                "--connect",
+                &ep,
+                "--count",
+                &n,
+                "--interval-ms",
+                "0",
+                "--sender",
+                &sender,
+            ],
+        ));
+        clients.push(Net::spawn(
+            &net.peers,
+            "pyzmq",
+            "python3",
+            &[&data("gossip_source.py"), &format!("py-{i}"), &n, "0", &ep],
+        ));
+        clients.push(Net::spawn_bin(
+            &net.peers,
+            "grpc_client",
+            &["--connect", &url, "--count", &n, "--interval-ms", "0"],
+        ));
+        let dgram = format!(
+            "import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'swim-{i}',('{}',{GOSSIP_PORT}))",
+            net.ip(i)
+        );
+        run(
+            "ip",
+            &["netns", "exec", &net.peers, "python3", "-c", &dgram],
+        );
+    }
+    for c in &mut clients {
+        let status = c.wait_exit(PATIENCE);
+        assert!(status.success(), "{}: {status}\n{}", c.name, c.stderr());
+        if c.name == "grpc_client" {
+            assert_eq!(c.summary_u64("acked"), N, "{}", c.stdout());
+        }
+    }
+    for (i, m) in net.members.iter().enumerate() {
+        let (pull, grpc) = &servers[i];
+        let sender = format!("sender=push-{i}");
+        pull.wait_for_logs(&["message", &sender], N as usize, PATIENCE);
+        // pyzmq's messages are not the project's protobuf: counted as foreign, one per message.
+        pull.wait_for_logs(&["foreign"], N as usize, PATIENCE);
+        assert_eq!(
+            pull.count_logs(&["message"]),
+            N as usize,
+            "member {i}: nothing else"
+        );
+        grpc.wait_for_logs(&["message"], N as usize, PATIENCE);
+        // Every connection went through the proxy: zmq_push's one, pyzmq's N, grpc_client's.
+        let zmq_ok = series(
+            "zgp_connections_closed_total",
+            r#"route="zmq",outcome="ok""#,
+        );
+        assert_eq!(
+            Net::wait_counter(m, &zmq_ok, (N + 1) as f64),
+            (N + 1) as f64,
+            "member {i}"
+        );
+        let grpc_ok = series(
+            "zgp_connections_closed_total",
+            r#"route="grpc",outcome="ok""#,
+        );
+        assert!(
+            Net::wait_counter(m, &grpc_ok, 1.0) >= 1.0,
+            "member {i}: grpc through the proxy"
+        );
+        // The datagram reached the member's own UDP socket, from the peer itself.
+        udp[i].wait_for_log(&format!("udp 10.99.0.1 swim-{i}"), PATIENCE);
+    }
+
+    // Dialling the proxy's own port is not a redirect: refused and counted, not looped.
+    let m0 = &net.members[0];
+    let probe = format!(
+        "import socket;c=socket.create_connection(('127.0.0.1',{PROXY_PORT}));\
+         c.sendall(bytes([0xff,0,0,0,0,0,0,0,1,0x7f]));print(c.recv(10))"
+    );
+    assert_eq!(
+        run("ip", &["netns", "exec", m0, "python3", "-c", &probe]).trim(),
+        "b''"
+    );
+    let not_redirected = series(
+        "zgp_connections_rejected_total",
+        r#"reason="not_redirected""#,
+    );
+    assert_eq!(Net::wait_counter(m0, &not_redirected, 1.0), 1.0);
+
+    // IPv6 to member 2 (listening on [::]): redirected, and relayed to the original
+    // destination [fd99::4]:9638, a listener of its own here (zmq_pull has IPv4 only).
+    let m2 = &net.members[2];
+    let echo = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_INET6)\n\
+         s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,1)\ns.bind(('::',{GOSSIP_PORT}))\n\
+         s.listen()\nprint('listening',file=sys.stderr,flush=True)\nwhile True:\n\
+         \x20c,a=s.accept()\n d=c.recv(10)\n print('v6',a[0],file=sys.stderr,flush=True)\n\
+         \x20c.sendall(d)\n c.close()"
+    );
+    let echo = Net::spawn(m2, "v6_echo", "python3", &["-c", &echo]);
+    echo.wait_for_log("listening", PATIENCE);
+    let probe6 = format!(
+        "import socket;c=socket.create_connection(('{}',{GOSSIP_PORT}));\
+         c.sendall(bytes([0xff,0,0,0,0,0,0,0,1,0x7f]));print(c.recv(10).hex())",
+        net.ip6(2)
+    );
+    let echoed = run(
+        "ip",
+        &["netns", "exec", &net.peers, "python3", "-c", &probe6],
+    );
+    assert_eq!(echoed.trim(), "ff00000000000000017f");
+    // It came from the proxy (the member's own address), not from the peer.
+    echo.wait_for_log(&format!("v6 {}", net.ip6(2)), PATIENCE);
+    let v6_routed =
+        proxies[2].wait_for_log(&format!("backend=[{}]:{GOSSIP_PORT}", net.ip6(2)), PATIENCE);
+    assert!(v6_routed.contains("route=zmq"), "{v6_routed}");
+
+    for (i, p) in proxies.iter_mut().enumerate() {
+        p.signal("TERM");
+        assert!(p.wait_exit(PATIENCE).success(), "{}", p.stderr());
+        assert_eq!(
+            Net::ruleset(&net.members[i]),
+            before[i],
+            "member {i}: ruleset as before"
+        );
+    }
+}
+
+/// SIGTERM: the table is gone before the listener closes, and gossip sent throughout (a
+/// fresh connection per message) all arrives: through the proxy before, directly after.
+#[test]
+fn sigterm_removes_the_table_before_the_port_closes_and_nothing_is_lost() {
+    let net = Net::new(1);
+    let m = &net.members[0];
+    let before = Net::ruleset(m);
+    let sink = gossip_sink(m);
+    let mut proxy = net.start_proxy(0, "0.0.0.0:7000", &[]);
+    const ROUNDS: usize = 300;
+    let mut source = Net::spawn(
+        &net.peers,
+        "gossip_source",
+        "python3",
+        &[
+            &data("gossip_source.py"),
+            "g",
+            &ROUNDS.to_string(),
+            "3",
+            &net.gossip_endpoint(0),
+        ],
+    );
+    // Some gossip has gone through the proxy (it arrives from the member's own address).
+    let own = format!(" {} g ", net.ip(0));
+    sink.wait_for_logs(&[&own], 20, PATIENCE);
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(PATIENCE).success(), "{}", proxy.stderr());
+    let logs = proxy.stderr();
+    let removed = logs.find("interception removed").expect("removal logged");
+    let closed = logs.find("stopped accepting").expect("port closing logged");
+    assert!(
+        removed < closed,
+        "table removed before the listener closed:\n{logs}"
+    );
+    assert_eq!(Net::ruleset(m), before, "ruleset as before");
+    let status = source.wait_exit(PATIENCE);
+    assert!(status.success(), "{}", source.stderr());
+    source.wait_for_log(&format!("sent {ROUNDS}"), PATIENCE);
+    sink.wait_for_logs(&[" g "], ROUNDS, PATIENCE);
+    let got = received(&sink);
+    let mut rounds: Vec<usize> = got
+        .iter()
+        .filter_map(|g| g.payload.split(' ').nth(1)?.parse().ok())
+        .collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    assert_eq!(
+        rounds,
+        (0..ROUNDS).collect::<Vec<_>>(),
+        "every round arrived"
+    );
+    let direct = got.iter().filter(|g| g.peer == "10.99.0.1").count();
+    let proxied = got.iter().filter(|g| g.peer == net.ip(0)).count();
+    assert!(
+        proxied >= 20 && direct > 0,
+        "proxied {proxied}, then direct {direct}"
+    );
+}
+
+/// SIGKILL: the guard deletes the table, and gossip reaches the member directly again.
+/// Over 20 kills, the gap from the kill to the first message delivered directly is
+/// measured and printed (median, max); it must stay under [`FAIL_OPEN_BOUND`].
+#[test]
+fn sigkill_fails_open_within_the_bound() {
+    /// The bound the design promises: the guard wakes when the kernel closes the dead
+    /// proxy's pipe and runs one `nft delete` (a few ms); the rest is a loaded CI box.
+    const FAIL_OPEN_BOUND: Duration = Duration::from_secs(2);
+    const KILLS: usize = 20;
+    let net = Net::new(1);
+    let m = &net.members[0];
+    let before = Net::ruleset(m);
+    let sink = gossip_sink(m);
+    let _source = Net::spawn(
+        &net.peers,
+        "gossip_source",
+        "python3",
+        &[
+            &data("gossip_source.py"),
+            "k",
+            "1000000",
+            "2",
+            &net.gossip_endpoint(0),
+        ],
+    );
+    let own = net.ip(0);
+    let mut gaps = Vec::new();
+    for kill in 0..KILLS {
+        let mut proxy = net.start_proxy(0, "0.0.0.0:7000", &[]);
+        // Gossip flows through this proxy: a message from the member's own address after it
+        // started intercepting.
+        let installed = monotonic_now();
+        let deadline = Instant::now() + PATIENCE;
+        while !received(&sink)
+            .iter()
+            .any(|g| g.at > installed && g.peer == own)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "kill {kill}: no gossip through the proxy"
+            );
+            sink.wait_for_new_log(Duration::from_millis(200));
+        }
+        let killed = monotonic_now();
+        proxy.signal("KILL");
+        proxy.wait_exit(PATIENCE);
+        let deadline = Instant::now() + PATIENCE;
+        let first_direct = loop {
+            let direct = received(&sink)
+                .into_iter()
+                .find(|g| g.at > killed && g.peer == "10.99.0.1");
+            if let Some(g) = direct {
+                break g;
+            }
+            assert!(Instant::now() < deadline, "kill {kill}: no direct delivery");
+            sink.wait_for_new_log(Duration::from_millis(200));
+        };
+        let gap = Duration::from_secs_f64(first_direct.at - killed);
+        assert!(
+            gap < FAIL_OPEN_BOUND,
+            "kill {kill}: direct delivery after {gap:?}"
+        );
+        gaps.push(gap);
+        // The guard has run and gone: the ruleset is as before.
+        let deadline = Instant::now() + PATIENCE;
+        while Net::ruleset(m) != before {
+            assert!(Instant::now() < deadline, "kill {kill}: table left behind");
+            std::thread::sleep(Duration::from_millis(10)); // polling the ruleset
+        }
+        assert!(
+            proxy
+                .stderr()
+                .contains("intercept guard: the proxy is gone"),
+            "{}",
+            proxy.stderr()
+        );
+    }
+    gaps.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "fail-open gap over {KILLS} SIGKILLs (kill -> first message delivered directly): \
+         median {:.1} ms, max {:.1} ms, min {:.1} ms",
+        ms(gaps[KILLS / 2]),
+        ms(gaps[KILLS - 1]),
+        ms(gaps[0])
+    );
+}
