@@ -594,3 +594,119 @@ fn sigkill_fails_open_within_the_bound() {
         ms(gaps[0])
     );
 }
+
+/// The migration's first step across a mesh: members in their own namespaces, all on port
+/// 9638, each gossiping to every other (a fresh connection per peer per round). The proxy
+/// is inserted by interception one member at a time, then each is stopped again; in every
+/// stage every member hears every round of every other member, through its proxy where it
+/// has one and directly where it has not.
+#[test]
+fn rollout_by_interception_one_member_at_a_time_full_coverage_in_every_stage() {
+    const MEMBERS: usize = 4;
+    const ROUNDS: usize = 5;
+    let net = Net::new(MEMBERS);
+    let before: Vec<String> = net.members.iter().map(|m| Net::ruleset(m)).collect();
+    let sinks: Vec<Proc> = net.members.iter().map(|m| gossip_sink(m)).collect();
+    let mut proxies: Vec<Option<Proc>> = (0..MEMBERS).map(|_| None).collect();
+    // Stage 0: nobody intercepted; then insert 0, 1, …; then stop 0, 1, ….
+    let mut schedule = vec![None];
+    schedule.extend((0..MEMBERS).map(|m| Some((m, true))));
+    schedule.extend((0..MEMBERS).map(|m| Some((m, false))));
+    let zmq_ok = series(
+        "zgp_connections_closed_total",
+        r#"route="zmq",outcome="ok""#,
+    );
+    for (stage, step) in schedule.into_iter().enumerate() {
+        match step {
+            Some((m, true)) => proxies[m] = Some(net.start_proxy(m, "0.0.0.0:7000", &[])),
+            Some((m, false)) => {
+                let mut p = proxies[m].take().expect("started");
+                p.signal("TERM");
+                assert!(p.wait_exit(PATIENCE).success(), "{}", p.stderr());
+                assert_eq!(
+                    Net::ruleset(&net.members[m]),
+                    before[m],
+                    "member {m} backed out"
+                );
+            }
+            None => {}
+        }
+        let counted_before: Vec<f64> = (0..MEMBERS)
+            .map(|j| {
+                proxies[j].as_ref().map_or(0.0, |_| {
+                    sample(&Net::scrape(&net.members[j]), &zmq_ok).unwrap_or(0.0)
+                })
+            })
+            .collect();
+        let mut sources: Vec<Proc> = (0..MEMBERS)
+            .map(|i| {
+                let tag = format!("s{stage}m{i}");
+                let mut args = vec![
+                    data("gossip_source.py"),
+                    tag,
+                    ROUNDS.to_string(),
+                    "10".into(),
+                ];
+                args.extend(
+                    (0..MEMBERS)
+                        .filter(|&j| j != i)
+                        .map(|j| net.gossip_endpoint(j)),
+                );
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Net::spawn(&net.members[i], "gossip_source", "python3", &args)
+            })
+            .collect();
+        for s in &mut sources {
+            assert!(
+                s.wait_exit(PATIENCE).success(),
+                "stage {stage}: {}",
+                s.stderr()
+            );
+        }
+        for (j, sink) in sinks.iter().enumerate() {
+            let stage_tag = format!(" s{stage}m");
+            sink.wait_for_logs(&[&stage_tag], (MEMBERS - 1) * ROUNDS, PATIENCE);
+            let got: Vec<Got> = received(sink)
+                .into_iter()
+                .filter(|g| g.payload.starts_with(&stage_tag[1..]))
+                .collect();
+            for i in (0..MEMBERS).filter(|&i| i != j) {
+                let tag = format!("s{stage}m{i} ");
+                let mut rounds: Vec<usize> = got
+                    .iter()
+                    .filter(|g| g.payload.starts_with(&tag))
+                    .filter_map(|g| g.payload.split(' ').nth(1)?.parse().ok())
+                    .collect();
+                rounds.sort_unstable();
+                rounds.dedup();
+                assert_eq!(
+                    rounds,
+                    (0..ROUNDS).collect::<Vec<_>>(),
+                    "stage {stage}: {i} -> {j}"
+                );
+            }
+            // Through the proxy where one intercepts (it dials from the member's own
+            // address), from the sender itself where none does.
+            let intercepted = proxies[j].is_some();
+            for g in &got {
+                let from: usize = g.payload[g.payload.find('m').unwrap() + 1..]
+                    .split(' ')
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap();
+                let want = if intercepted { net.ip(j) } else { net.ip(from) };
+                assert_eq!(g.peer, want, "stage {stage}: member {j} got {g:?}");
+            }
+            if intercepted {
+                let want = counted_before[j] + ((MEMBERS - 1) * ROUNDS) as f64;
+                let counted = Net::wait_counter(&net.members[j], &zmq_ok, want);
+                assert_eq!(
+                    counted, want,
+                    "stage {stage}: member {j}'s proxy counted every connection"
+                );
+            }
+        }
+        let intercepted: Vec<usize> = (0..MEMBERS).filter(|&j| proxies[j].is_some()).collect();
+        println!("stage {stage}: intercepted members {intercepted:?}: every member heard every round of every other");
+    }
+}
