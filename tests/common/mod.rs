@@ -2,6 +2,8 @@
 //! print (a "listening" line, an exit) rather than on the clock.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
