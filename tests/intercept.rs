@@ -517,3 +517,120 @@ fn rollout_by_interception_one_member_at_a_time_full_coverage_in_every_stage() {
         println!("stage {stage}: intercepted members {intercepted:?}: every member heard every round of every other");
     }
 }
+
+/// Without `nft`, or without the privilege to use it, `--intercept-port` exits 2 naming
+/// what is missing, before it serves anything, and leaves the ruleset as it was.
+#[test]
+fn without_nft_or_privilege_it_exits_2_naming_what_is_missing() {
+    let net = Net::new(1);
+    let m = &net.members[0];
+    let before = Net::ruleset(m);
+    let port = GOSSIP_PORT.to_string();
+    let args = [
+        "--listen",
+        "0.0.0.0:7000",
+        "--intercept-port",
+        &port,
+        "--zmq-backend",
+        "original",
+    ];
+    // No nft on the PATH.
+    let mut env = vec!["PATH=/nonexistent", common::bin("proxy")];
+    env.extend_from_slice(&args);
+    let mut no_nft = Net::spawn(m, "proxy", "env", &env);
+    assert_eq!(no_nft.wait_exit(PATIENCE).code(), Some(2));
+    let err = no_nft.stderr();
+    assert!(
+        err.contains("`nft` command was not found") && err.contains("apt install nftables"),
+        "{err}"
+    );
+    assert!(!err.contains("listening addr"), "nothing served: {err}");
+    // nft, but as an unprivileged user (no CAP_NET_ADMIN).
+    let mut setpriv = vec![
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        common::bin("proxy"),
+    ];
+    setpriv.extend_from_slice(&args);
+    let mut unprivileged = Net::spawn(m, "proxy", "setpriv", &setpriv);
+    assert_eq!(unprivileged.wait_exit(PATIENCE).code(), Some(2));
+    let err = unprivileged.stderr();
+    assert!(
+        err.contains("not permitted") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert!(!err.contains("listening addr"), "nothing served: {err}");
+    assert_eq!(Net::ruleset(m), before);
+}
+
+/// The proxy touches its own table only: an operator's tables are left exactly as they
+/// were, a stale table of a crashed predecessor is replaced rather than merged with, and
+/// `--intercept-remove` backs out in one command (exit 0 also when there is nothing).
+#[test]
+fn only_its_own_table_a_stale_one_is_replaced_and_intercept_remove_backs_out() {
+    let net = Net::new(1);
+    let m = &net.members[0];
+    let nft = |ruleset: &str| {
+        let mut child = Net::exec(m, "nft", &["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{ruleset}");
+    };
+    // The operator's firewall and NAT, present before the proxy and after it.
+    nft("table inet operator_fw {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 22 accept\n }\n}\n\
+         table ip operator_nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 8080 redirect to :80\n }\n}\n");
+    let operators = Net::ruleset(m);
+    // What a SIGKILLed predecessor whose guard was killed too would leave: our table name,
+    // pointing at a port where nothing listens.
+    nft(&format!(
+        "table inet zgp_intercept_{GOSSIP_PORT} {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport {GOSSIP_PORT} redirect to :1234\n }}\n}}\n"
+    ));
+    let mut proxy = net.start_proxy(0, "0.0.0.0:7000", &[]);
+    let ours = Net::ruleset(m);
+    assert!(
+        !ours.contains("redirect to :1234"),
+        "stale rule replaced: {ours}"
+    );
+    assert_eq!(
+        ours.matches(&format!("redirect to :{PROXY_PORT}")).count(),
+        1,
+        "{ours}"
+    );
+    assert!(
+        ours.starts_with(operators.trim_end()),
+        "operator's tables untouched: {ours}"
+    );
+
+    let port = GOSSIP_PORT.to_string();
+    let remove = |want: &str| {
+        let out = Net::exec(m, common::bin("proxy"), &["--intercept-remove", &port])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    };
+    remove(&format!(
+        "removed nftables table inet zgp_intercept_{GOSSIP_PORT}"
+    ));
+    assert_eq!(
+        Net::ruleset(m),
+        operators,
+        "backed out: only the operator's tables"
+    );
+    remove(&format!(
+        "no nftables table inet zgp_intercept_{GOSSIP_PORT}: nothing to remove"
+    ));
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(PATIENCE).success(), "{}", proxy.stderr());
+    proxy.wait_for_log("was_there=false", PATIENCE);
+    assert_eq!(Net::ruleset(m), operators);
+}
