@@ -230,17 +230,7 @@ fn haproxy_redirect(ns: &str, on: bool) {
     } else {
         format!("delete table inet {HAPROXY_TABLE}\n")
     };
-    let mut child = Net::exec(ns, "nft", &["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft {rules}");
+    Net::nft(ns, &rules);
 }
 
 fn sysctl(ns: &str, kv: &str) {

@@ -52,6 +52,17 @@ fn received(sink: &Proc) -> Vec<Got> {
         .collect()
 }
 
+/// The distinct rounds among the messages tagged `tag` (`<tag><round> <endpoint>`), sorted.
+fn rounds_of(got: &[Got], tag: &str) -> Vec<usize> {
+    let mut rounds: Vec<usize> = got
+        .iter()
+        .filter_map(|g| g.payload.strip_prefix(tag)?.split(' ').next()?.parse().ok())
+        .collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+}
+
 /// The test's own clock on the sink's scale (both CLOCK_MONOTONIC).
 fn monotonic_now() -> f64 {
     let mut ts = libc::timespec {
@@ -295,14 +306,8 @@ fn sigterm_removes_the_table_before_the_port_closes_and_nothing_is_lost() {
     source.wait_for_log(&format!("sent {ROUNDS}"), PATIENCE);
     sink.wait_for_logs(&[" g "], ROUNDS, PATIENCE);
     let got = received(&sink);
-    let mut rounds: Vec<usize> = got
-        .iter()
-        .filter_map(|g| g.payload.split(' ').nth(1)?.parse().ok())
-        .collect();
-    rounds.sort_unstable();
-    rounds.dedup();
     assert_eq!(
-        rounds,
+        rounds_of(&got, "g "),
         (0..ROUNDS).collect::<Vec<_>>(),
         "every round arrived"
     );
@@ -479,18 +484,8 @@ fn rollout_by_interception_one_member_at_a_time_full_coverage_in_every_stage() {
                 .collect();
             for i in (0..MEMBERS).filter(|&i| i != j) {
                 let tag = format!("s{stage}m{i} ");
-                let mut rounds: Vec<usize> = got
-                    .iter()
-                    .filter(|g| g.payload.starts_with(&tag))
-                    .filter_map(|g| g.payload.split(' ').nth(1)?.parse().ok())
-                    .collect();
-                rounds.sort_unstable();
-                rounds.dedup();
-                assert_eq!(
-                    rounds,
-                    (0..ROUNDS).collect::<Vec<_>>(),
-                    "stage {stage}: {i} -> {j}"
-                );
+                let want: Vec<usize> = (0..ROUNDS).collect();
+                assert_eq!(rounds_of(&got, &tag), want, "stage {stage}: {i} -> {j}");
             }
             // Through the proxy where one intercepts (it dials from the member's own
             // address), from the sender itself where none does.
@@ -534,33 +529,35 @@ fn without_nft_or_privilege_it_exits_2_naming_what_is_missing() {
         "--zmq-backend",
         "original",
     ];
+    // Runs the proxy under `wrapper` (a command that then execs it) and returns its log,
+    // after checking it exited 2 without serving.
+    let refused = |wrapper: &[&str]| {
+        let mut argv = wrapper[1..].to_vec();
+        argv.push(common::bin("proxy"));
+        argv.extend_from_slice(&args);
+        let mut p = Net::spawn(m, "proxy", wrapper[0], &argv);
+        assert_eq!(p.wait_exit(PATIENCE).code(), Some(2), "{}", p.stderr());
+        let err = p.stderr();
+        assert!(!err.contains("listening addr"), "nothing served: {err}");
+        err
+    };
     // No nft on the PATH.
-    let mut env = vec!["PATH=/nonexistent", common::bin("proxy")];
-    env.extend_from_slice(&args);
-    let mut no_nft = Net::spawn(m, "proxy", "env", &env);
-    assert_eq!(no_nft.wait_exit(PATIENCE).code(), Some(2));
-    let err = no_nft.stderr();
+    let err = refused(&["env", "PATH=/nonexistent"]);
     assert!(
         err.contains("`nft` command was not found") && err.contains("apt install nftables"),
         "{err}"
     );
-    assert!(!err.contains("listening addr"), "nothing served: {err}");
     // nft, but as an unprivileged user (no CAP_NET_ADMIN).
-    let mut setpriv = vec![
+    let err = refused(&[
+        "setpriv",
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        common::bin("proxy"),
-    ];
-    setpriv.extend_from_slice(&args);
-    let mut unprivileged = Net::spawn(m, "proxy", "setpriv", &setpriv);
-    assert_eq!(unprivileged.wait_exit(PATIENCE).code(), Some(2));
-    let err = unprivileged.stderr();
+    ]);
     assert!(
         err.contains("not permitted") && err.contains("CAP_NET_ADMIN"),
         "{err}"
     );
-    assert!(!err.contains("listening addr"), "nothing served: {err}");
     assert_eq!(Net::ruleset(m), before);
 }
 
@@ -571,20 +568,7 @@ fn without_nft_or_privilege_it_exits_2_naming_what_is_missing() {
 fn only_its_own_table_a_stale_one_is_replaced_and_intercept_remove_backs_out() {
     let net = Net::new(1);
     let m = &net.members[0];
-    let nft = |ruleset: &str| {
-        let mut child = Net::exec(m, "nft", &["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "{ruleset}");
-    };
+    let nft = |ruleset: &str| Net::nft(m, ruleset);
     // The operator's firewall and NAT, present before the proxy and after it.
     nft("table inet operator_fw {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 22 accept\n }\n}\n\
          table ip operator_nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 8080 redirect to :80\n }\n}\n");

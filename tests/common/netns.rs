@@ -139,6 +139,19 @@ impl Net {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Applies `ruleset` in `ns` with `nft -f -`; panics if nft refuses it.
+    pub fn nft(ns: &str, ruleset: &str) {
+        use std::io::Write;
+        let mut child = Net::exec(ns, "nft", &["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(ruleset.as_bytes()).expect("write to nft");
+        drop(stdin);
+        assert!(child.wait().expect("nft").success(), "nft -f -:\n{ruleset}");
+    }
+
     /// The intercepting proxy of a member: ZeroMQ to the member's own listener (the
     /// original destination), gRPC to the member's grpc_server.
     pub fn start_proxy(&self, member: usize, listen: &str, extra: &[&str]) -> Proc {
