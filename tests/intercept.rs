@@ -596,7 +596,10 @@ fn only_its_own_table_a_stale_one_is_replaced_and_intercept_remove_backs_out() {
 
     let port = GOSSIP_PORT.to_string();
     let remove = |want: &str| {
+        // Backing out reads nothing else: a broken setting beside it does not stop it.
         let out = Net::exec(m, common::bin("proxy"), &["--intercept-remove", &port])
+            .env("PROXY_CONFIG", "/nonexistent/proxy.toml")
+            .env("PROXY_MAX_CONNECTIONS", "many")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -10,6 +10,11 @@ use zmq_grpc_proxy::shutdown;
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<_> = std::env::args_os().collect();
+    // Before anything else is read: backing out must not depend on the other settings
+    // (a bad PROXY_* variable or config file must not leave the table in place).
+    if let Some(port) = intercept_remove_port(&argv) {
+        intercept_remove(port);
+    }
     let args = match config::resolve(&argv) {
         Ok(args) => args,
         Err(config::ConfigError::Args(e)) => e.exit(),
@@ -139,6 +144,33 @@ async fn stop_intercepting(slot: &Arc<Mutex<Option<Installed>>>) {
             was_there,
             "interception removed: tcp/{port} goes to the member directly"
         );
+    }
+}
+
+/// The port of `--intercept-remove PORT` (`--intercept-remove=PORT`, or
+/// `PROXY_INTERCEPT_REMOVE`), read on its own; exits 2 if it is not a port.
+fn intercept_remove_port(argv: &[std::ffi::OsString]) -> Option<u16> {
+    let mut given = None;
+    for (i, arg) in argv.iter().enumerate().skip(1) {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        } else if arg == "--intercept-remove" {
+            given = Some(
+                argv.get(i + 1)
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        } else if let Some(v) = arg.strip_prefix("--intercept-remove=") {
+            given = Some(v.to_owned());
+        }
+    }
+    let value = given.or_else(|| std::env::var("PROXY_INTERCEPT_REMOVE").ok())?;
+    match value.parse::<u16>() {
+        Ok(port) if port > 0 => Some(port),
+        _ => exit_usage(format_args!(
+            "--intercept-remove: `{value}` is not a port (1-65535)"
+        )),
     }
 }
 
