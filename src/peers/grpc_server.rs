@@ -159,7 +159,7 @@ impl prometheus_client::collector::Collector for IngestCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use crate::proxy::metrics::encode_counter;
+        use crate::proxy::scrape::encode_counter;
         let s = self.0.summary();
         let e = &mut encoder;
         encode_counter(

@@ -48,7 +48,7 @@ pub(super) fn serve<'a>(
     let setup = Box::pin(async move {
         tokio::select! {
             opened = open(client, peer, config, started) => opened,
-            _ = sweeper.cut_done() => Err(rejected(RejectReason::DrainTimeout, 0, None)),
+            _ = sweeper.cut_done() => Err(Outcome::rejected(RejectReason::DrainTimeout, 0, None)),
         }
     });
     async move {
@@ -86,8 +86,11 @@ async fn open(
     let span = tracing::Span::current();
     span.record("route", tracing::field::display(route));
     let backend = match target {
-        Target::Backend(addr) if addr.is_original() => original_backend(&client)
-            .map_err(|detail| rejected(RejectReason::NotRedirected, prefix.len(), Some(detail)))?,
+        Target::Backend(addr) if addr.is_original() => {
+            original_backend(&client).map_err(|detail| {
+                Outcome::rejected(RejectReason::NotRedirected, prefix.len(), Some(detail))
+            })?
+        }
         Target::Backend(addr) => addr.clone(),
         Target::Local(server) => {
             span.record("backend", tracing::field::display("local"));
@@ -115,7 +118,11 @@ async fn open(
     // A backend that wants a PROXY header never gets a byte without one.
     let header = match (routes.proxy_protocol.contains(&route), dialled) {
         (true, Some(dialled)) => Some((peer, dialled)),
-        (true, None) => return Err(read_error(&std::io::ErrorKind::NotConnected.into())),
+        (true, None) => {
+            return Err(Outcome::read_error(
+                &std::io::ErrorKind::NotConnected.into(),
+            ))
+        }
         (false, _) => None,
     };
     let connect = started.elapsed() - detected;
@@ -152,11 +159,15 @@ async fn who(
             }
             // LOCAL / UNKNOWN: the balancer speaking for itself (a health check).
             Ok(Ok(None)) => {
-                let dialled = client.local_addr().map_err(|e| read_error(&e))?;
+                let dialled = client.local_addr().map_err(|e| Outcome::read_error(&e))?;
                 Ok((peer, Some(dialled)))
             }
-            Ok(Err(e)) => Err(rejected(RejectReason::Unrecognised, 0, Some(e.to_string()))),
-            Err(_) => Err(rejected(
+            Ok(Err(e)) => Err(Outcome::rejected(
+                RejectReason::Unrecognised,
+                0,
+                Some(e.to_string()),
+            )),
+            Err(_) => Err(Outcome::rejected(
                 RejectReason::DetectTimeout,
                 0,
                 Some("no PROXY header".into()),
@@ -165,7 +176,10 @@ async fn who(
     }
     match routes.proxy_protocol.is_empty() {
         true => Ok((peer, None)),
-        false => Ok((peer, Some(client.local_addr().map_err(|e| read_error(&e))?))),
+        false => Ok((
+            peer,
+            Some(client.local_addr().map_err(|e| Outcome::read_error(&e))?),
+        )),
     }
 }
 
@@ -289,14 +303,6 @@ async fn hand_over(
     Outcome::Local { route, delivered }
 }
 
-pub(super) fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome {
-    Outcome::Rejected {
-        reason,
-        received,
-        detail,
-    }
-}
-
 /// `--zmq-backend original`: the member's own listener, where the client was going before
 /// interception redirected it here. A connection that was not redirected has none (relaying
 /// it to our own address would loop), so it is refused with what was found.
@@ -311,19 +317,15 @@ fn original_backend(client: &TcpStream) -> Result<BackendAddr, String> {
     }
 }
 
-pub(super) fn read_error(e: &std::io::Error) -> Outcome {
-    rejected(RejectReason::ReadError, 0, Some(e.to_string()))
-}
-
-pub(super) fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome {
+fn unrouted(why: Unrouted, sniffed: &Sniffed, received: usize) -> Outcome {
     match (why, sniffed) {
-        (Unrouted::Silent, _) => rejected(RejectReason::DetectTimeout, received, None),
-        (Unrouted::NoTlsRoute, Sniffed::Tls(hello)) => rejected(
+        (Unrouted::Silent, _) => Outcome::rejected(RejectReason::DetectTimeout, received, None),
+        (Unrouted::NoTlsRoute, Sniffed::Tls(hello)) => Outcome::rejected(
             RejectReason::Unrecognised,
             received,
             Some(format!("no TLS route matches {}", hello.describe())),
         ),
-        _ => rejected(RejectReason::Unrecognised, received, None),
+        _ => Outcome::rejected(RejectReason::Unrecognised, received, None),
     }
 }
 

@@ -40,6 +40,7 @@ pub mod process;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod routes;
+pub mod scrape;
 pub mod server;
 pub mod settings;
 mod sniff;

@@ -143,6 +143,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Closed before a route was chosen, after `received` bytes.
+    pub fn rejected(reason: RejectReason, received: usize, detail: Option<String>) -> Outcome {
+        Outcome::Rejected {
+            reason,
+            received,
+            detail,
+        }
+    }
+
+    /// Reading from (or about) the client failed before a route was chosen.
+    pub fn read_error(e: &io::Error) -> Outcome {
+        Outcome::rejected(RejectReason::ReadError, 0, Some(e.to_string()))
+    }
+}
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub enum RelayEnd {

@@ -5,7 +5,7 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::metrics::{encode_counter, encode_gauge};
+use super::scrape::{encode_counter, encode_gauge};
 
 #[derive(Debug)]
 pub struct ProcessCollector;

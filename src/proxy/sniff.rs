@@ -5,7 +5,6 @@
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::conn::{read_error, rejected};
 use super::detect::{detect, Detection, MAX_PREFIX_LEN};
 use super::outcome::{Outcome, RejectReason};
 use super::routes::{Routes, Sniffed};
@@ -82,15 +81,19 @@ async fn read_prefix(client: &mut TcpStream, prefix: &mut Prefix) -> Result<Dete
         let n = match first.take() {
             Some(Ok(n)) => n,
             Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                return Err(read_error(&e))
+                return Err(Outcome::read_error(&e))
             }
             _ => client
                 .read(&mut prefix.buf[prefix.filled..])
                 .await
-                .map_err(|e| read_error(&e))?,
+                .map_err(|e| Outcome::read_error(&e))?,
         };
         if n == 0 {
-            return Err(rejected(RejectReason::ClosedEarly, prefix.filled, None));
+            return Err(Outcome::rejected(
+                RejectReason::ClosedEarly,
+                prefix.filled,
+                None,
+            ));
         }
         prefix.filled += n;
         match detect(&prefix.buf[..prefix.filled]) {
@@ -126,9 +129,13 @@ async fn read_client_hello(
         let n = client
             .read_buf(&mut bytes::BufMut::limit(&mut prefix.hello, want))
             .await
-            .map_err(|e| read_error(&e))?;
+            .map_err(|e| Outcome::read_error(&e))?;
         if n == 0 {
-            return Err(rejected(RejectReason::ClosedEarly, prefix.len(), None));
+            return Err(Outcome::rejected(
+                RejectReason::ClosedEarly,
+                prefix.len(),
+                None,
+            ));
         }
     }
 }

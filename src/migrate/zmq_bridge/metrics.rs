@@ -8,7 +8,7 @@ use prometheus_client::registry::Registry;
 
 use super::*;
 use crate::proxy::admin::Exposition;
-use crate::proxy::metrics::{encode_counter, encode_gauge};
+use crate::proxy::scrape::{encode_counter, encode_gauge};
 
 /// What `/metrics` and `/readyz` show for a bridge.
 #[derive(Debug)]
