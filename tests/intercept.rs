@@ -266,15 +266,23 @@ fn three_members_on_one_port_all_traffic_through_interception() {
     }
 }
 
-/// SIGTERM: the table is gone before the listener closes, and gossip sent throughout (a
-/// fresh connection per message) all arrives: through the proxy before, directly after.
+/// SIGTERM: the redirect is gone before the listener closes, connections already
+/// redirected keep working until they end (the table's empty nat chain keeps their address
+/// translation), the table is gone once drained, and gossip sent throughout (a fresh
+/// connection per message) all arrives: through the proxy before, directly after.
 #[test]
-fn sigterm_removes_the_table_before_the_port_closes_and_nothing_is_lost() {
+fn sigterm_stops_the_redirect_before_the_port_closes_and_nothing_is_lost() {
     let net = Net::new(1);
     let m = &net.members[0];
     let before = Net::ruleset(m);
     let sink = gossip_sink(m);
     let mut proxy = net.start_proxy(0, "0.0.0.0:7000", &[]);
+    let own = net.ip(0);
+    // A connection redirected before the stop and still open after it.
+    let held_args = [data("held_push.py"), net.gossip_endpoint(0)];
+    let held_args: Vec<&str> = held_args.iter().map(String::as_str).collect();
+    let mut held = Net::spawn(&net.peers, "held_push", "python3", &held_args);
+    sink.wait_for_log(&format!(" {own} held before"), PATIENCE);
     const ROUNDS: usize = 300;
     let mut source = Net::spawn(
         &net.peers,
@@ -289,16 +297,37 @@ fn sigterm_removes_the_table_before_the_port_closes_and_nothing_is_lost() {
         ],
     );
     // Some gossip has gone through the proxy (it arrives from the member's own address).
-    let own = format!(" {} g ", net.ip(0));
-    sink.wait_for_logs(&[&own], 20, PATIENCE);
+    sink.wait_for_logs(&[&format!(" {own} g ")], 20, PATIENCE);
     proxy.signal("TERM");
+    proxy.wait_for_log("interception stopped", PATIENCE);
+    let draining = Net::ruleset(m);
+    assert!(
+        draining.contains("zgp_intercept_") && !draining.contains("redirect to"),
+        "the redirect is gone, its table stays while draining: {draining}"
+    );
+    // The held connection still goes through the proxy, on the same connection.
+    held.signal("USR1");
+    assert!(held.wait_exit(PATIENCE).success(), "{}", held.stderr());
+    let after = sink.wait_for_log("held after", PATIENCE);
+    assert!(
+        after.contains(&format!(" {own} held after")),
+        "still through the proxy: {after}"
+    );
     assert!(proxy.wait_exit(PATIENCE).success(), "{}", proxy.stderr());
     let logs = proxy.stderr();
-    let removed = logs.find("interception removed").expect("removal logged");
-    let closed = logs.find("stopped accepting").expect("port closing logged");
+    let at = |line: &str| {
+        logs.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in\n{logs}"))
+    };
+    let order = [
+        at("interception stopped"),
+        at("stopped accepting"),
+        at("all connections closed"),
+        at("interception table removed"),
+    ];
     assert!(
-        removed < closed,
-        "table removed before the listener closed:\n{logs}"
+        order.is_sorted(),
+        "redirect stopped, port closed, drained, table removed:\n{logs}"
     );
     assert_eq!(Net::ruleset(m), before, "ruleset as before");
     let status = source.wait_exit(PATIENCE);
@@ -312,7 +341,7 @@ fn sigterm_removes_the_table_before_the_port_closes_and_nothing_is_lost() {
         "every round arrived"
     );
     let direct = got.iter().filter(|g| g.peer == PEERS_IP).count();
-    let proxied = got.iter().filter(|g| g.peer == net.ip(0)).count();
+    let proxied = got.iter().filter(|g| g.peer == own).count();
     assert!(
         proxied >= 20 && direct > 0,
         "proxied {proxied}, then direct {direct}"

@@ -87,13 +87,15 @@ fn main() -> anyhow::Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         proxy::run(listener, config, shutdown).await
     })?;
-    // Again on exit, in case removing it at the start of the drain failed.
-    if let Some(mut installed) = interception
+    // Drained: no redirected connection is left to translate.
+    let installed = interception
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        installed.remove();
+        .take();
+    if let Some(mut installed) = installed {
+        let was_there = installed.remove();
+        let table = format!("inet {}", intercept::table_name(installed.port()));
+        tracing::info!(%table, was_there, "interception table removed");
     }
     Ok(())
 }
@@ -130,19 +132,21 @@ fn start_intercepting(plan: &intercept::Plan, slot: &Mutex<Option<Installed>>) {
     }
 }
 
-/// Deletes the table (off the runtime: it runs `nft`), then says so.
+/// Stops redirecting new connections (off the runtime: it runs `nft`), then says so. The
+/// table stays, empty, until the drain is over ([`intercept::Installed::stop_redirecting`]).
 async fn stop_intercepting(slot: &Arc<Mutex<Option<Installed>>>) {
     let slot = Arc::clone(slot);
-    let removed = tokio::task::spawn_blocking(move || {
+    let stopped = tokio::task::spawn_blocking(move || {
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_mut().map(|i| (i.port(), i.remove()))
+        slot.as_mut().map(|i| (i.port(), i.stop_redirecting()))
     })
     .await;
-    if let Ok(Some((port, was_there))) = removed {
+    if let Ok(Some((port, rule_deleted))) = stopped {
         tracing::info!(
             table = %format!("inet {}", intercept::table_name(port)),
-            was_there,
-            "interception removed: tcp/{port} goes to the member directly"
+            rule_deleted,
+            "interception stopped: new tcp/{port} connections go to the member directly; \
+             those already redirected finish through the proxy"
         );
     }
 }

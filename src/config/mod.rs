@@ -132,8 +132,9 @@ pub struct ProxyArgs {
     /// Intercept this port of the member on this host: once listening, install the
     /// nftables table `inet zgp_intercept_PORT`, which redirects inbound TCP to PORT (IPv4,
     /// and IPv6 when listening on `[::]`) to the proxy, so no peer changes the address it
-    /// dials; use `--zmq-backend original` to reach the member. The table is deleted when
-    /// the proxy begins to drain, on exit, and by a guard process if the proxy dies.
+    /// dials; use `--zmq-backend original` to reach the member. Its redirect rule is
+    /// deleted when the proxy begins to drain, the table once drained, or by a guard
+    /// process if the proxy dies.
     /// Needs `--listen` on the wildcard address, nft and CAP_NET_ADMIN; the shutdown delay
     /// is at least 250 ms, so handshakes redirected before removal are still accepted.
     #[arg(long, env = "PROXY_INTERCEPT_PORT",

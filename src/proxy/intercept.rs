@@ -14,16 +14,23 @@
 //! their NAT decided there already), so the member's listener stays reachable. UDP on the
 //! same port number (Butterfly's SWIM) is not matched. See [`Plan::ruleset`].
 //!
-//! Installed once the proxy listens ([`install`]), removed when it begins to drain (before
-//! it stops accepting) and again on exit ([`Installed::remove`]). The table is written in
-//! one `nft -f -` transaction, so a stale table of a crashed predecessor is replaced, never
-//! merged with.
+//! Installed once the proxy listens ([`install`]). When the proxy begins to drain (before it
+//! stops accepting), its redirect rule is deleted ([`Installed::stop_redirecting`]): new
+//! connections go to the member directly from then on. The table itself stays until the
+//! drain has ended and goes on exit ([`Installed::remove`]): deleting it, or any change
+//! that leaves the namespace with no rule needing connection tracking, makes the kernel
+//! stop translating the flows it had redirected, which resets the connections still
+//! draining through the proxy (a SIGTERM test that deleted the table at once lost 2 of 300
+//! gossip messages in one of five runs under load; see [`Plan::ruleset`] for the rule
+//! that prevents it). The table is written in one `nft -f -` transaction, so a stale
+//! table of a crashed predecessor is replaced, never merged with.
 //!
 //! # Failing open
 //!
 //! A redirect to a port where nothing listens would black-hole the member's gossip. Three
 //! layers remove the table when the proxy is gone:
-//! - graceful stop: the proxy removes it itself, first thing on SIGTERM/SIGINT;
+//! - graceful stop: the proxy deletes the rule first thing on SIGTERM/SIGINT, and the
+//!   table once drained;
 //! - SIGKILL, crash, OOM kill: a guard process ([`Installed`]) started before the table is
 //!   installed holds the read end of a pipe whose write end only the proxy holds. The
 //!   kernel closes it when the proxy dies, however it dies; the guard then deletes the
@@ -98,6 +105,14 @@ impl Plan {
     /// The ruleset `nft -f -` is given: one transaction that creates the table (so the
     /// `delete` cannot fail), deletes it with whatever a crashed predecessor left in it,
     /// and writes it anew.
+    ///
+    /// The chain's first rule never matches (a nat chain sees only the first packet of a
+    /// flow, never an established one); it is there for its `ct` expression, which keeps
+    /// connection tracking on in the namespace once the redirect rule is deleted at the
+    /// start of a drain. Without a rule that needs conntrack the kernel stops tracking,
+    /// and with it stops translating, the flows already redirected: their next packets
+    /// reach the member's port as strays and are reset (measured: a connection held
+    /// across `nft flush chain` is reset; with this rule it carries on).
     pub fn ruleset(&self) -> String {
         let name = table_name(self.port);
         let family = match (self.v4, self.v6) {
@@ -113,14 +128,19 @@ impl Plan {
              removed when the proxy stops\"\n\
              \tchain prerouting {{\n\
              \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+             \t\tct state established,related accept comment \"{keep}\"\n\
              \t\t{family}iifname != \"lo\" tcp dport {port} fib daddr type local redirect to :{to}\n\
              \t}}\n\
              }}\n",
             port = self.port,
             to = self.to_port,
+            keep = KEEP_TRANSLATING,
         )
     }
 }
+
+/// The comment on the rule that keeps connection tracking on (see [`Plan::ruleset`]).
+const KEEP_TRANSLATING: &str = "never matches: keeps conntrack on, so connections already redirected are still translated while the proxy drains";
 
 /// Why nftables could not be used. Every variant names what is missing.
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +255,16 @@ pub fn install(plan: &Plan) -> Result<Installed, NftError> {
     Ok(installed)
 }
 
-/// The kernel's handle of table `inet zgp_intercept_PORT`, `None` if there is none.
-fn table_handle(port: u16) -> Result<Option<u64>, NftError> {
+/// The kernel's handles of table `inet zgp_intercept_PORT` and of its redirect rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handles {
+    table: u64,
+    /// `None` once the rule is deleted (the table is draining).
+    rule: Option<u64>,
+}
+
+/// The handles of table `inet zgp_intercept_PORT`, `None` if there is no such table.
+fn handles(port: u16) -> Result<Option<Handles>, NftError> {
     let name = table_name(port);
     let listing = match nft(&["-a", "list", "table", "inet", &name], None) {
         Ok(listing) => listing,
@@ -245,13 +273,22 @@ fn table_handle(port: u16) -> Result<Option<u64>, NftError> {
         }
         Err(e) => return Err(e),
     };
-    // `table inet zgp_intercept_9638 { # handle 12`
-    let handle = listing
+    // `table inet zgp_intercept_9638 { # handle 12` … `… redirect to :7000 # handle 3`
+    let handle_on =
+        |line: &str| -> Option<u64> { line.rsplit_once("# handle ")?.1.trim().parse().ok() };
+    let table = listing
         .lines()
         .find(|l| l.trim_start().starts_with("table "))
-        .and_then(|l| l.rsplit_once("# handle "))
-        .and_then(|(_, h)| h.trim().parse().ok());
-    Ok(handle)
+        .and_then(handle_on);
+    let rule = listing
+        .lines()
+        .find(|l| l.contains(" redirect to "))
+        .and_then(handle_on);
+    Ok(table.map(|table| Handles { table, rule }))
+}
+
+fn table_handle(port: u16) -> Result<Option<u64>, NftError> {
+    Ok(handles(port)?.map(|h| h.table))
 }
 
 /// The guard: a shell that waits for end of file on its stdin (the proxy's end of the
@@ -294,6 +331,45 @@ impl Installed {
     /// The intercepted port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops redirecting new connections: deletes the redirect rule, and keeps the table
+    /// (with the rule that keeps conntrack on, [`Plan::ruleset`]) until
+    /// [`Installed::remove`]. Deleting the whole table now would reset the connections
+    /// already redirected: the kernel would stop translating them. Returns whether a rule
+    /// was deleted. If it cannot be deleted, the table is (the redirect
+    /// must not outlive the proxy's will to serve it).
+    pub fn stop_redirecting(&mut self) -> bool {
+        let name = table_name(self.port);
+        let result = match handles(self.port) {
+            // Only our own table: a successor may have replaced it (same name, new handle).
+            Ok(Some(Handles {
+                table,
+                rule: Some(rule),
+            })) if table == self.handle => {
+                let rule = rule.to_string();
+                let args = [
+                    "delete",
+                    "rule",
+                    "inet",
+                    &name,
+                    "prerouting",
+                    "handle",
+                    &rule,
+                ];
+                nft(&args, None).map(|_| true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                tracing::warn!(error = %e, table = %name,
+                               "could not delete the redirect rule; deleting the table");
+                self.remove()
+            }
+        }
     }
 
     /// Deletes this table (by its handle) if it is still there, and lets the guard go.
@@ -415,6 +491,9 @@ mod tests {
         assert_eq!(lines[0], "add table inet zgp_intercept_9638");
         assert_eq!(lines[1], "delete table inet zgp_intercept_9638");
         assert!(lines.contains(&"type nat hook prerouting priority dstnat; policy accept;"));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("ct state established,related accept")));
         assert!(lines.contains(
             &"meta nfproto ipv4 iifname != \"lo\" tcp dport 9638 fib daddr type local redirect to :7000"
         ));

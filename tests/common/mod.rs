@@ -204,6 +204,7 @@ impl Proc {
             "STOP" => libc::SIGSTOP,
             "CONT" => libc::SIGCONT,
             "HUP" => libc::SIGHUP,
+            "USR1" => libc::SIGUSR1,
             other => panic!("unknown signal {other}"),
         };
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
