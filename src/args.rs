@@ -18,7 +18,7 @@
 use clap::{CommandFactory, Parser};
 
 use crate::cli::LogArgs;
-use crate::mesh::member::Stage;
+use crate::mesh::stage::Stage;
 use crate::migrate::zmq_bridge::{Payload, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::peers::grpc_client::CallMode;
 use crate::peers::grpc_server;

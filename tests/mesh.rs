@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use zmq_grpc_proxy::mesh::sender::{DualSender, Mode, Outcome, SenderConfig, Via};
+use zmq_grpc_proxy::mesh::delivery::{Delivery, Via};
+use zmq_grpc_proxy::mesh::sender::{DualSender, Mode, SenderConfig};
 use zmq_grpc_proxy::mesh::stats::SenderStats;
 use zmq_grpc_proxy::peers::grpc_server::{self, GossipSink, IngestService};
 
@@ -265,7 +266,7 @@ async fn a_peer_rolled_back_to_zmq_gets_the_next_message_over_zmq_exactly_once()
     let one = vec![b"one".to_vec()];
     assert_eq!(
         sender.send(addr, vec![one.clone()]).await,
-        [Outcome::Sent(Via::Grpc)]
+        [Delivery::Sent(Via::Grpc)]
     );
     assert_eq!(sender.known(addr), Some(Via::Grpc));
 
@@ -286,7 +287,7 @@ async fn a_peer_rolled_back_to_zmq_gets_the_next_message_over_zmq_exactly_once()
     let two = vec![b"two".to_vec(), b"parts".to_vec()];
     assert_eq!(
         sender.send(addr, vec![two.clone()]).await,
-        [Outcome::Sent(Via::Zmq)]
+        [Delivery::Sent(Via::Zmq)]
     );
     assert_eq!(sender.known(addr), Some(Via::Zmq));
     let received = tokio::task::spawn_blocking(move || {
@@ -339,7 +340,7 @@ async fn capability_check_cost_per_new_connection() {
     for _ in 0..N {
         let sender = DualSender::new(SenderConfig::new(Mode::PreferGrpc), Arc::clone(&stats));
         let outcome = sender.send(addr, vec![message.clone()]).await;
-        assert_eq!(outcome, [Outcome::Sent(Via::Grpc)]);
+        assert_eq!(outcome, [Delivery::Sent(Via::Grpc)]);
     }
     let checked = started.elapsed() / N;
     assert_eq!(got.lock().unwrap().len(), 2 * N as usize);
@@ -370,7 +371,7 @@ async fn zmq_check_cost(n: u32) -> f64 {
     for _ in 0..n {
         let sender = DualSender::new(SenderConfig::new(Mode::Grpc), Arc::clone(&stats));
         let outcome = sender.send(addr, vec![vec![b"x".to_vec()]]).await;
-        assert!(matches!(outcome[..], [Outcome::NotSent(_)]), "{outcome:?}");
+        assert!(matches!(outcome[..], [Delivery::NotSent(_)]), "{outcome:?}");
     }
     let counts = stats.snapshot();
     assert_eq!(counts.checks_found_zmq, u64::from(n));

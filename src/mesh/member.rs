@@ -18,62 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::book::{Coverage, Received};
-use super::receive::{self, Receiver};
+use super::delivery::Via;
+use super::receive::{self, Inbox, MeshError, Receiver};
 use super::rumor::{Frame, Receipt, RumorId, Store};
-use super::sender::{DualSender, Mode, SenderConfig, Via};
+use super::sender::{DualSender, SenderConfig};
+use super::stage::Stage;
 use super::stats::SenderStats;
-
-/// The rollout stages, in order; each names what a member does once upgraded to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Stage {
-    /// Receives ZeroMQ on its port, sends ZeroMQ.
-    Zmq,
-    /// Receives both on the same port (the in-process mux), sends ZeroMQ.
-    Both,
-    /// Receives both, sends gRPC where the peer takes it.
-    PreferGrpc,
-    /// Receives and sends gRPC only.
-    Grpc,
-}
-
-impl Stage {
-    pub const ROLLOUT: [Stage; 4] = [Stage::Zmq, Stage::Both, Stage::PreferGrpc, Stage::Grpc];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Zmq => "zmq",
-            Stage::Both => "both",
-            Stage::PreferGrpc => "prefer-grpc",
-            Stage::Grpc => "grpc",
-        }
-    }
-
-    pub fn sender_mode(self) -> Mode {
-        match self {
-            Stage::Zmq | Stage::Both => Mode::Zmq,
-            Stage::PreferGrpc => Mode::PreferGrpc,
-            Stage::Grpc => Mode::Grpc,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MeshError {
-    #[error("member {member}: cannot listen on {addr}: {reason}")]
-    Bind {
-        member: usize,
-        addr: String,
-        reason: String,
-    },
-    #[error("member {member}: {what}: {source}")]
-    Io {
-        member: usize,
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("member {member} stopped before it was listening")]
-    Gone { member: usize },
-}
 
 /// What every member shares: where the others are, and the ledger.
 #[derive(Debug)]
@@ -334,5 +284,15 @@ async fn gossip(
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+impl Inbox for Member {
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn on_message(&self, parts: &[Vec<u8>], via: Via) {
+        Member::on_message(self, parts, via)
     }
 }

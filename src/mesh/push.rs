@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tracing::{info, warn};
 
-use super::sender::{DualSender, Mode, Outcome, SenderConfig, Via};
+use super::delivery::{Delivery, Via};
+use super::sender::{DualSender, Mode, SenderConfig};
 use super::stats::SenderStats;
 use crate::peers::message::build;
 use crate::peers::zmq_push::{wait_until, PushConfig, PushError, PushSummary, Schedule};
@@ -65,7 +66,7 @@ pub fn run(
         let outcome = loop {
             let outcomes = runtime.block_on(sender.send(peer, vec![vec![frame.clone()]]));
             match outcomes.first() {
-                Some(Outcome::NotSent(why)) => {
+                Some(Delivery::NotSent(why)) => {
                     summary.retried += 1;
                     info!(sequence = summary.sent, reason = ?why, "not sent; trying again");
                     if !wait_until(Instant::now() + RETRY, stop) {
@@ -77,8 +78,8 @@ pub fn run(
             }
         };
         match outcome {
-            Outcome::Sent(Via::Grpc) => summary.via_grpc += 1,
-            Outcome::Sent(Via::Zmq) => summary.via_zmq += 1,
+            Delivery::Sent(Via::Grpc) => summary.via_grpc += 1,
+            Delivery::Sent(Via::Zmq) => summary.via_zmq += 1,
             _ => {
                 warn!(sequence = summary.sent, "outcome unknown; not sent again");
                 summary.unknown += 1;

@@ -20,10 +20,36 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::member::{Member, MeshError, Stage};
-use super::sender::Via;
+use super::delivery::Via;
+use super::stage::Stage;
 use crate::migrate::mux::{self, MuxConfig};
 use crate::peers::grpc_server::{self, GossipSink, IngestService};
+
+/// Where a receiver hands what it got: the member ([`super::member::Member`] is one).
+pub trait Inbox: Send + Sync + 'static {
+    /// The member's index, for logs and errors.
+    fn index(&self) -> usize;
+    /// One message, with the protocol that carried it.
+    fn on_message(&self, parts: &[Vec<u8>], via: Via);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("member {member}: cannot listen on {addr}: {reason}")]
+    Bind {
+        member: usize,
+        addr: String,
+        reason: String,
+    },
+    #[error("member {member}: {what}: {source}")]
+    Io {
+        member: usize,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("member {member} stopped before it was listening")]
+    Gone { member: usize },
+}
 
 /// How long a rebind of the advertised port is retried.
 const REBIND: Duration = Duration::from_secs(2);
@@ -59,8 +85,8 @@ impl Receiver {
     }
 }
 
-pub async fn start(
-    member: &Arc<Member>,
+pub async fn start<M: Inbox>(
+    member: &Arc<M>,
     stage: Stage,
     port: Option<u16>,
 ) -> Result<Receiver, MeshError> {
@@ -72,11 +98,11 @@ pub async fn start(
             server: None,
         });
     }
-    let listener = bind_tcp(member.index, port).await?;
+    let listener = bind_tcp(member.index(), port).await?;
     let port = listener
         .local_addr()
         .map_err(|source| MeshError::Io {
-            member: member.index,
+            member: member.index(),
             what: "listener address",
             source,
         })?
@@ -116,7 +142,7 @@ pub async fn start(
     })
 }
 
-fn service(member: &Arc<Member>) -> IngestService {
+fn service<M: Inbox>(member: &Arc<M>) -> IngestService {
     let member = Arc::clone(member);
     IngestService::with_gossip_sink(GossipSink::new(move |frames| {
         member.on_message(&frames.parts, Via::Grpc)
@@ -153,13 +179,13 @@ struct ZmqThread {
 }
 
 impl ZmqThread {
-    fn bind(member: &Arc<Member>, port: Option<u16>) -> Result<ZmqThread, MeshError> {
+    fn bind<M: Inbox>(member: &Arc<M>, port: Option<u16>) -> Result<ZmqThread, MeshError> {
         let endpoint = match port {
             Some(p) => format!("tcp://127.0.0.1:{p}"),
             None => "tcp://127.0.0.1:*".to_owned(),
         };
         let bind_error = |e: zmq::Error| MeshError::Bind {
-            member: member.index,
+            member: member.index(),
             addr: endpoint.clone(),
             reason: e.to_string(),
         };
@@ -195,14 +221,14 @@ impl ZmqThread {
                     Ok(parts) => member.on_message(&parts, Via::Zmq),
                     Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
                     Err(e) => {
-                        warn!(member = member.index, error = %e, "ZMQ receive failed");
+                        warn!(member = member.index(), error = %e, "ZMQ receive failed");
                         break;
                     }
                 }
             }
             drop(socket);
             drop(context); // closes the port before the thread is joined
-            debug!(member = member.index, port, "ZMQ receiver stopped");
+            debug!(member = member.index(), port, "ZMQ receiver stopped");
         });
         Ok(ZmqThread { port, stop, thread })
     }

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::book::{ReceivedCounts, StageCoverage};
-use super::member::{Incarnation, Member, Mesh, MeshError, Stage};
+use super::member::{Incarnation, Member, Mesh};
+use super::receive::MeshError;
 use super::rng::Rng;
+use super::stage::Stage;
 use super::stats::SenderCounts;
 
 #[derive(Debug, Clone)]

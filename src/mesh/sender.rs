@@ -16,7 +16,7 @@
 //! * a ZeroMQ send that times out never queued the message (`immediate` is on).
 //!
 //! Any other gRPC failure (deadline, reset, connection lost mid-call) may come after the
-//! peer took the message: it is reported [`Outcome::Unknown`] and never retried here, on
+//! peer took the message: it is reported [`Delivery::Unknown`] and never retried here, on
 //! either protocol. The verdict is cached per peer: gRPC for as long as the channel works
 //! (each new connection re-checks), ZeroMQ for `ttl`, after which the next send checks
 //! again, so an upgraded peer is noticed; a ZeroMQ send that times out clears it at once.
@@ -31,14 +31,12 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info};
 
 use super::check::{CheckError, CheckingConnector};
+use super::delivery::{Delivery, NotSent, Parts, Via};
 use super::proof::{find_check_error, proof, Proof};
 use super::stats::SenderStats;
 use super::zmq_send::{push_batch, PushOptions};
 use crate::pb::ingest_client::IngestClient;
 use crate::pb::Frames;
-
-/// One message: all its parts, as ZeroMQ would carry them.
-pub type Parts = Vec<Vec<u8>>;
 
 /// Which protocols a sender may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,34 +47,6 @@ pub enum Mode {
     PreferGrpc,
     /// gRPC only; a ZeroMQ-only peer gets nothing.
     Grpc,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Grpc,
-    Zmq,
-}
-
-/// Why a message was not sent. In every case the peer has not seen it: safe to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotSent {
-    /// The send timeout passed (ZeroMQ: no connection completed its handshake in time).
-    Timeout,
-    /// Refused, closed, silent, or not a protocol we speak.
-    Unreachable,
-    /// The peer takes only ZeroMQ and the mode is gRPC only.
-    NoCommonProtocol,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// gRPC: acknowledged by the peer. ZeroMQ: queued on a connected socket (ZeroMQ gives
-    /// no receipt; lost if the peer stops before reading it).
-    Sent(Via),
-    /// Provably not seen by the peer.
-    NotSent(NotSent),
-    /// A gRPC call that failed after its request was written: maybe seen. Not retried.
-    Unknown,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +134,7 @@ impl DualSender {
     }
 
     /// Sends `messages` to `peer`, in order; one outcome per message.
-    pub async fn send(&self, peer: SocketAddr, messages: Vec<Parts>) -> Vec<Outcome> {
+    pub async fn send(&self, peer: SocketAddr, messages: Vec<Parts>) -> Vec<Delivery> {
         if messages.is_empty() {
             return Vec::new();
         }
@@ -203,9 +173,9 @@ impl DualSender {
         outcomes
     }
 
-    fn not_sent(&self, n: usize, why: NotSent) -> Vec<Outcome> {
+    fn not_sent(&self, n: usize, why: NotSent) -> Vec<Delivery> {
         self.stats.not_sent.fetch_add(n as u64, Ordering::Relaxed);
-        vec![Outcome::NotSent(why); n]
+        vec![Delivery::NotSent(why); n]
     }
 
     /// The cached verdict, or a fresh one from connecting and checking.
@@ -263,7 +233,7 @@ impl DualSender {
         peer: SocketAddr,
         mut client: IngestClient<Channel>,
         messages: Vec<Parts>,
-    ) -> (Vec<Outcome>, Option<Vec<Parts>>) {
+    ) -> (Vec<Delivery>, Option<Vec<Parts>>) {
         let mut outcomes = Vec::with_capacity(messages.len());
         for (i, parts) in messages.iter().enumerate() {
             // A copy goes out: if the call proves impossible, the message goes over ZeroMQ.
@@ -275,7 +245,7 @@ impl DualSender {
             match client.gossip(request).await {
                 Ok(_) => {
                     self.stats.sent_grpc.fetch_add(1, Ordering::Relaxed);
-                    outcomes.push(Outcome::Sent(Via::Grpc));
+                    outcomes.push(Delivery::Sent(Via::Grpc));
                 }
                 Err(status) => {
                     let rest = messages[i..].to_vec();
@@ -301,7 +271,7 @@ impl DualSender {
         status: &tonic::Status,
         proved: Proof,
         rest: Vec<Parts>,
-    ) -> Vec<Outcome> {
+    ) -> Vec<Delivery> {
         // Whatever happened, the next send starts from a fresh, checked connection.
         self.forget(peer);
         match proved {
@@ -330,14 +300,14 @@ impl DualSender {
                 debug!(%peer, code = ?status.code(), error = %short(status.message()),
                        "gRPC call failed after its request was written: outcome unknown");
                 self.stats.unknown.fetch_add(1, Ordering::Relaxed);
-                let mut outcomes = vec![Outcome::Unknown];
+                let mut outcomes = vec![Delivery::Unknown];
                 outcomes.extend(self.not_sent(rest.len() - 1, NotSent::Unreachable));
                 outcomes
             }
         }
     }
 
-    async fn send_zmq(&self, peer: SocketAddr, messages: Vec<Parts>) -> Vec<Outcome> {
+    async fn send_zmq(&self, peer: SocketAddr, messages: Vec<Parts>) -> Vec<Delivery> {
         let context = self.zmq.get_or_init(zmq::Context::new).clone();
         let stats = Arc::clone(&self.stats);
         let options = PushOptions {
@@ -349,8 +319,9 @@ impl DualSender {
             push_batch(&context, peer, &messages, options, &stats)
         })
         .await
-        .unwrap_or_else(|_| vec![Outcome::NotSent(NotSent::Unreachable); n]);
-        if outcomes.contains(&Outcome::NotSent(NotSent::Timeout)) && self.config.mode != Mode::Zmq {
+        .unwrap_or_else(|_| vec![Delivery::NotSent(NotSent::Unreachable); n]);
+        if outcomes.contains(&Delivery::NotSent(NotSent::Timeout)) && self.config.mode != Mode::Zmq
+        {
             // Maybe the peer moved on to gRPC only: check again at the next send.
             self.forget(peer);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::sender::{NotSent, Outcome, Parts, Via};
+use super::delivery::{Delivery, NotSent, Parts, Via};
 use super::stats::SenderStats;
 
 /// Socket options, Butterfly's by default.
@@ -62,7 +62,7 @@ pub fn push_batch(
     messages: &[Parts],
     options: PushOptions,
     stats: &SenderStats,
-) -> Vec<Outcome> {
+) -> Vec<Delivery> {
     let socket = match socket(context, peer, options) {
         Ok(s) => s,
         Err(e) => {
@@ -70,14 +70,14 @@ pub fn push_batch(
             stats
                 .not_sent
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            return vec![Outcome::NotSent(NotSent::Unreachable); messages.len()];
+            return vec![Delivery::NotSent(NotSent::Unreachable); messages.len()];
         }
     };
     stats.zmq_connections.fetch_add(1, Ordering::Relaxed);
     let mut outcomes = Vec::with_capacity(messages.len());
     for parts in messages {
-        if outcomes.last() == Some(&Outcome::NotSent(NotSent::Timeout)) {
-            outcomes.push(Outcome::NotSent(NotSent::Timeout));
+        if outcomes.last() == Some(&Delivery::NotSent(NotSent::Timeout)) {
+            outcomes.push(Delivery::NotSent(NotSent::Timeout));
             stats.timeouts.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -86,17 +86,17 @@ pub fn push_batch(
         let outcome = match socket.send_multipart(parts.iter(), 0) {
             Ok(()) => {
                 stats.sent_zmq.fetch_add(1, Ordering::Relaxed);
-                Outcome::Sent(Via::Zmq)
+                Delivery::Sent(Via::Zmq)
             }
             Err(zmq::Error::EAGAIN) => {
                 debug!(%peer, "ZMQ send timed out: no connection completed its handshake");
                 stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                Outcome::NotSent(NotSent::Timeout)
+                Delivery::NotSent(NotSent::Timeout)
             }
             Err(e) => {
                 debug!(%peer, error = %e, "ZMQ send failed");
                 stats.not_sent.fetch_add(1, Ordering::Relaxed);
-                Outcome::NotSent(NotSent::Unreachable)
+                Delivery::NotSent(NotSent::Unreachable)
             }
         };
         outcomes.push(outcome);
