@@ -23,9 +23,6 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "proxy_parts/measure.rs"]
-#[allow(dead_code)]
-mod measure;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,10 +34,13 @@ use std::time::{Duration, Instant};
 
 use common::netns::{run, Net, GOSSIP_PORT};
 use common::{Proc, PATIENCE};
-use measure::cpu_us;
 
-pub const ZMTP_SIGNATURE: [u8; 10] = common::ZMTP_SIGNATURE;
-pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const ZMTP_SIGNATURE: [u8; 10] = common::ZMTP_SIGNATURE;
+
+/// CPU time (user + system) process `pid` has used so far, in µs.
+fn cpu_us(pid: u32) -> Option<f64> {
+    zmq_grpc_proxy::proxy::process::cpu_seconds(&pid.to_string()).map(|s| s * 1e6)
+}
 
 const WORKERS: usize = 16;
 const PROXY_PLAIN: u16 = 7000;

@@ -2,7 +2,7 @@
 //! ones (proxy, gRPC peers) and a flag for the blocking ZMQ loops, which poll it between
 //! short socket timeouts.
 
-#[cfg(feature = "tools")]
+#[cfg(feature = "cli")]
 use std::sync::{atomic::AtomicBool, Arc};
 
 /// Returns a future that resolves on the first SIGINT or SIGTERM.
@@ -45,7 +45,7 @@ pub fn signal_twice_exits() -> impl std::future::Future<Output = ()> + Send + 's
 
 /// Returns a flag set by the first SIGINT or SIGTERM. A second signal while the flag is
 /// already set exits the process at once (code 130), for loops stuck in a long operation.
-#[cfg(feature = "tools")]
+#[cfg(feature = "cli")]
 pub fn flag() -> std::io::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,7 +1,5 @@
-//! The migration stages after the proxy (see MIGRATION.md): [`mux`] serves gRPC in-process
-//! and forwards ZeroMQ on the same port; [`zmq_bridge`] replaces the old ZeroMQ server by
-//! turning every ZeroMQ message into a gRPC call.
+//! The migration stage after the proxy that embeds it (see MIGRATION.md): [`mux`] serves
+//! gRPC in-process and forwards ZeroMQ on the same port. The last stage, `zmq_bridge`
+//! (every ZeroMQ message turned into a gRPC call), is a tool: `zmq_grpc_proxy_tools::bridge`.
 
 pub mod mux;
-#[cfg(feature = "tools")]
-pub mod zmq_bridge;

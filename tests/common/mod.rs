@@ -17,17 +17,38 @@ pub const ZMTP_SIGNATURE: [u8; 10] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F];
 /// Generous upper bound for anything that should happen "promptly" on a loaded CI box.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The path of one of the workspace's binaries. Cargo names the binaries of the package a
+/// test belongs to (`CARGO_BIN_EXE_*`); the other package's lie beside them in the same
+/// target directory, built by the same `cargo test` (or `cargo bench`) at the workspace
+/// root, which builds and tests both packages.
 pub fn bin(name: &str) -> &'static str {
-    match name {
-        "proxy" => env!("CARGO_BIN_EXE_proxy"),
-        "zmq_pull" => env!("CARGO_BIN_EXE_zmq_pull"),
-        "zmq_push" => env!("CARGO_BIN_EXE_zmq_push"),
-        "grpc_server" => env!("CARGO_BIN_EXE_grpc_server"),
-        "grpc_client" => env!("CARGO_BIN_EXE_grpc_client"),
-        "zmq_bridge" => env!("CARGO_BIN_EXE_zmq_bridge"),
-        "gossip_mesh" => env!("CARGO_BIN_EXE_gossip_mesh"),
+    let own = match name {
+        "proxy" => option_env!("CARGO_BIN_EXE_proxy"),
+        "zmq_pull" => option_env!("CARGO_BIN_EXE_zmq_pull"),
+        "zmq_push" => option_env!("CARGO_BIN_EXE_zmq_push"),
+        "grpc_server" => option_env!("CARGO_BIN_EXE_grpc_server"),
+        "grpc_client" => option_env!("CARGO_BIN_EXE_grpc_client"),
+        "zmq_bridge" => option_env!("CARGO_BIN_EXE_zmq_bridge"),
+        "gossip_mesh" => option_env!("CARGO_BIN_EXE_gossip_mesh"),
         other => panic!("unknown binary {other}"),
+    };
+    if let Some(path) = own {
+        return path;
     }
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a target directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests from the workspace root (`cargo test`), which \
+         builds the binaries of both packages",
+        path.display()
+    );
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
 }
 
 #[derive(Default)]

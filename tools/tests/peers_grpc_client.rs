@@ -2,6 +2,7 @@
 //! percentiles for unary calls, stream and message counts for streaming (one sample per
 //! stream's whole life is not a latency).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -2,7 +2,7 @@
 //! dial, which Butterfly cannot change):
 //!
 //! * `zmq`: a ZeroMQ PULL socket bound on it, read by a thread.
-//! * `both` / `prefer-grpc`: the in-process mux ([`crate::migrate::mux::serve`]) on it;
+//! * `both` / `prefer-grpc`: the in-process mux ([`zmq_grpc_proxy::migrate::mux::serve`]) on it;
 //!   gRPC `Gossip` calls are answered here, ZMTP connections are relayed to a PULL socket
 //!   of the same member on a private port nobody advertises.
 //! * `grpc`: only the gRPC server.
@@ -22,8 +22,8 @@ use tracing::{debug, warn};
 
 use super::delivery::Via;
 use super::stage::Stage;
-use crate::migrate::mux::{self, MuxConfig};
 use crate::peers::grpc_server::{self, GossipSink, IngestService};
+use zmq_grpc_proxy::migrate::mux::{self, MuxConfig};
 
 /// Where a receiver hands what it got: the member ([`super::member::Member`] is one).
 pub trait Inbox: Send + Sync + 'static {
@@ -114,7 +114,7 @@ pub async fn start<M: Inbox>(
     };
     if stage == Stage::Grpc {
         let server = tokio::spawn(async move {
-            if let Err(e) = crate::serve::serve(listener, router, STOP, shutdown).await {
+            if let Err(e) = zmq_grpc_proxy::serve::serve(listener, router, STOP, shutdown).await {
                 warn!(error = %e, "gRPC server failed");
             }
         });

@@ -1,9 +1,9 @@
 //! `zmq_pull`: the ZeroMQ PULL server of the demo.
 
 use clap::Parser;
-use zmq_grpc_proxy::args::ZmqPullArgs;
 use zmq_grpc_proxy::cli::exit_usage;
-use zmq_grpc_proxy::peers::zmq_pull::{PullError, Puller};
+use zmq_grpc_proxy_tools::args::ZmqPullArgs;
+use zmq_grpc_proxy_tools::peers::zmq_pull::{PullError, Puller};
 
 fn main() -> anyhow::Result<()> {
     let args = ZmqPullArgs::parse();

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::args::GossipMeshArgs;
 use zmq_grpc_proxy::cli::exit_usage;
-use zmq_grpc_proxy::mesh::rollout::{self, MeshConfig};
+use zmq_grpc_proxy_tools::args::GossipMeshArgs;
+use zmq_grpc_proxy_tools::mesh::rollout::{self, MeshConfig};
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = GossipMeshArgs::parse();

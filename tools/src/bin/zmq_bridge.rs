@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::args::ZmqBridgeArgs;
 use zmq_grpc_proxy::cli::{bind_metrics, exit_usage};
-use zmq_grpc_proxy::migrate::zmq_bridge::metrics::BridgeMetrics;
-use zmq_grpc_proxy::migrate::zmq_bridge::{Bridge, BridgeConfig, BridgeError};
 use zmq_grpc_proxy::proxy::admin;
+use zmq_grpc_proxy_tools::args::ZmqBridgeArgs;
+use zmq_grpc_proxy_tools::bridge::metrics::BridgeMetrics;
+use zmq_grpc_proxy_tools::bridge::{Bridge, BridgeConfig, BridgeError};
 
 fn main() -> anyhow::Result<()> {
     let args = ZmqBridgeArgs::parse();

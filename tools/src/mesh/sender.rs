@@ -331,5 +331,5 @@ impl DualSender {
 
 /// At most 200 characters of a message that came from the network, for the log.
 fn short(s: &str) -> &str {
-    crate::cli::first_chars(s, 200)
+    zmq_grpc_proxy::cli::first_chars(s, 200)
 }

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::args::ZmqPushArgs;
 use zmq_grpc_proxy::cli::exit_usage;
-use zmq_grpc_proxy::mesh::sender::{Mode, SenderConfig};
-use zmq_grpc_proxy::peers::message::default_sender;
-use zmq_grpc_proxy::peers::zmq_push::{self, PushConfig, PushError};
+use zmq_grpc_proxy_tools::args::ZmqPushArgs;
+use zmq_grpc_proxy_tools::mesh::sender::{Mode, SenderConfig};
+use zmq_grpc_proxy_tools::peers::message::default_sender;
+use zmq_grpc_proxy_tools::peers::zmq_push::{self, PushConfig, PushError};
 
 fn main() -> anyhow::Result<()> {
     let args = ZmqPushArgs::parse();
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
             linger: config.linger,
             ..SenderConfig::new(Mode::PreferGrpc)
         };
-        zmq_grpc_proxy::mesh::push::run(&config, sender, &stop)
+        zmq_grpc_proxy_tools::mesh::push::run(&config, sender, &stop)
     } else {
         zmq_push::run(&config, &stop)
     };

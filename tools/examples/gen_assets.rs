@@ -1,5 +1,5 @@
 //! Writes the man pages and shell completions of every binary, generated from the same
-//! `clap::Command`s the binaries parse with (`zmq_grpc_proxy::args::commands`):
+//! `clap::Command`s the binaries parse with (`zmq_grpc_proxy_tools::args::commands`):
 //!
 //! ```text
 //! cargo run --example gen_assets -- target/assets
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `<name>` is the name the Debian package installs the binary as
-//! (`zmq_grpc_proxy::args::installed_name`: the proxy is `zmq-grpc-proxy`), so that the
+//! (`zmq_grpc_proxy_tools::args::installed_name`: the proxy is `zmq-grpc-proxy`), so that the
 //! page `man` finds and the completion the shell loads are those of the command typed.
 //! `cargo deb` packages what this writes (Cargo.toml, `[package.metadata.deb]`), and
 //! `.ci/package-test` runs it first.
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use clap_complete::{Generator, Shell};
 use clap_mangen::roff::{bold, italic, roman, Roff};
-use zmq_grpc_proxy::args::{commands, installed_name};
+use zmq_grpc_proxy_tools::args::{commands, installed_name};
 
 fn main() -> std::io::Result<()> {
     let mut argv = std::env::args_os().skip(1);

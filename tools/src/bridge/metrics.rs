@@ -7,8 +7,8 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::proxy::admin::Exposition;
-use crate::proxy::scrape::{encode_counter, encode_gauge};
+use zmq_grpc_proxy::proxy::admin::Exposition;
+use zmq_grpc_proxy::proxy::scrape::{encode_counter, encode_gauge};
 
 /// What `/metrics` and `/readyz` show for a bridge.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! The gossip mesh (issue 12): opaque frames from senders that are not ours, the dual-stack
 //! sender against every kind of peer, and `gossip_mesh` rolling a mesh from ZMQ to gRPC.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
@@ -9,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use zmq_grpc_proxy::mesh::delivery::{Delivery, Via};
-use zmq_grpc_proxy::mesh::sender::{DualSender, Mode, SenderConfig};
-use zmq_grpc_proxy::mesh::stats::SenderStats;
-use zmq_grpc_proxy::peers::grpc_server::{self, GossipSink, IngestService};
+use zmq_grpc_proxy_tools::mesh::delivery::{Delivery, Via};
+use zmq_grpc_proxy_tools::mesh::sender::{DualSender, Mode, SenderConfig};
+use zmq_grpc_proxy_tools::mesh::stats::SenderStats;
+use zmq_grpc_proxy_tools::peers::grpc_server::{self, GossipSink, IngestService};
 
 /// Multi-part messages from a plain libzmq PUSH socket (not our schema, not our code):
 /// every one is counted toward `--count`, once, as `foreign`.
@@ -325,8 +326,8 @@ async fn capability_check_cost_per_new_connection() {
             .connect()
             .await
             .unwrap();
-        let mut client = zmq_grpc_proxy::pb::ingest_client::IngestClient::new(channel);
-        let frames = zmq_grpc_proxy::pb::Frames {
+        let mut client = zmq_grpc_proxy_tools::pb::ingest_client::IngestClient::new(channel);
+        let frames = zmq_grpc_proxy_tools::pb::Frames {
             parts: message.clone(),
             peer_address: String::new(),
         };

@@ -12,7 +12,7 @@ mod gen_assets;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use zmq_grpc_proxy::args::{commands, installed_name};
+use zmq_grpc_proxy_tools::args::{commands, installed_name};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
@@ -105,24 +105,47 @@ fn every_binary_gets_a_man_page_and_completions_naming_all_its_flags() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// `[[bin]]` names and `[package.metadata.deb]` assets of Cargo.toml.
+/// The workspace root: the product package, whose manifest holds the .deb's assets.
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `[[bin]]` names and `[package.metadata.deb]` assets of the root Cargo.toml.
 fn manifest() -> toml::Table {
-    let text = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    let text = read(&root().join("Cargo.toml"));
     text.parse().expect("Cargo.toml")
+}
+
+/// Every binary of the workspace: the product's `[[bin]]`s and the tools' `src/bin/*.rs`.
+fn binaries(manifest: &toml::Table) -> BTreeSet<String> {
+    let mut bins: BTreeSet<String> = manifest["bin"]
+        .as_array()
+        .expect("[[bin]]")
+        .iter()
+        .map(|b| b["name"].as_str().expect("bin name").to_owned())
+        .collect();
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin");
+    for entry in std::fs::read_dir(&tools).expect("tools/src/bin") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(bin) = name.strip_suffix(".rs") {
+            bins.insert(bin.to_owned());
+        }
+    }
+    bins
 }
 
 #[test]
 fn every_binary_has_a_command_and_is_packaged_under_its_installed_name() {
     let manifest = manifest();
-    let bins: BTreeSet<&str> = manifest["bin"]
-        .as_array()
-        .expect("[[bin]]")
-        .iter()
-        .map(|b| b["name"].as_str().expect("bin name"))
-        .collect();
+    let bins = binaries(&manifest);
+    let bins: BTreeSet<&str> = bins.iter().map(String::as_str).collect();
     let named: BTreeSet<String> = commands().iter().map(|c| c.get_name().to_owned()).collect();
     let named: BTreeSet<&str> = named.iter().map(String::as_str).collect();
-    assert_eq!(bins, named, "Cargo.toml's binaries vs args::commands()");
+    assert_eq!(bins, named, "the workspace's binaries vs args::commands()");
 
     let deb = &manifest["package"]["metadata"]["deb"];
     let assets = deb["assets"].as_array().expect("deb assets");
@@ -147,8 +170,7 @@ fn every_binary_has_a_command_and_is_packaged_under_its_installed_name() {
     }
     // The unit runs the proxy by the name it is installed under.
     let proxy = dest_of("target/release/proxy").expect("proxy asset");
-    let unit =
-        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/zmq-grpc-proxy.service"));
+    let unit = read(&root().join("packaging/zmq-grpc-proxy.service"));
     assert!(
         unit.contains(&format!("ExecStart=/{proxy}\n")),
         "packaging/zmq-grpc-proxy.service does not run /{proxy}"

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::args::GrpcClientArgs;
 use zmq_grpc_proxy::cli::exit_usage;
-use zmq_grpc_proxy::peers::grpc_client::{self, ClientConfig};
-use zmq_grpc_proxy::peers::message::default_sender;
+use zmq_grpc_proxy_tools::args::GrpcClientArgs;
+use zmq_grpc_proxy_tools::peers::grpc_client::{self, ClientConfig};
+use zmq_grpc_proxy_tools::peers::message::default_sender;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -6,6 +6,7 @@
 //! * a second signal while draining: exit 130 at once;
 //! * every accepted connection has `TCP_NODELAY`, checked on the server's own socket.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{ErrorKind, Read, Write};

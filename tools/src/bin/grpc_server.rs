@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use zmq_grpc_proxy::args::GrpcServerArgs;
 use zmq_grpc_proxy::cli::{bind_metrics, exit_usage};
 use zmq_grpc_proxy::migrate::mux::{self, MuxConfig};
-use zmq_grpc_proxy::peers::grpc_server::{self, IngestCollector, IngestService};
 use zmq_grpc_proxy::proxy::admin;
 use zmq_grpc_proxy::proxy::metrics::Metrics;
+use zmq_grpc_proxy_tools::args::GrpcServerArgs;
+use zmq_grpc_proxy_tools::peers::grpc_server::{self, IngestCollector, IngestService};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! The gRPC server: the `Ingest` service from `proto/`, plus the standard health and
 //! reflection services so stock tooling (grpcurl, grpc_health_probe) works against it.
-//! Served by [`crate::serve`] (TCP_NODELAY on every connection, a bounded drain).
+//! Served by [`zmq_grpc_proxy::serve`] (TCP_NODELAY on every connection, a bounded drain).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,7 @@ impl IngestService {
             Classified::Ours(m) => self.record(&m),
             Classified::Foreign => {
                 // The address comes from the network: at most 64 characters of it.
-                let peer = crate::cli::first_chars(&frames.peer_address, 64);
+                let peer = zmq_grpc_proxy::cli::first_chars(&frames.peer_address, 64);
                 debug!(parts = frames.parts.len(), size, %peer, "foreign");
                 self.tally
                     .lock()
@@ -159,7 +159,7 @@ impl prometheus_client::collector::Collector for IngestCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use crate::proxy::scrape::encode_counter;
+        use zmq_grpc_proxy::proxy::scrape::encode_counter;
         let s = self.0.summary();
         let e = &mut encoder;
         encode_counter(
@@ -237,5 +237,5 @@ pub async fn serve(
         info!(%addr, "listening");
     }
     let router = router(service).await;
-    crate::serve::serve(listener, router, drain_timeout, shutdown).await
+    zmq_grpc_proxy::serve::serve(listener, router, drain_timeout, shutdown).await
 }

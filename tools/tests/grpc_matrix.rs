@@ -2,13 +2,14 @@
 //! bidirectional streaming, 4 MiB messages, and hundreds of concurrent streams multiplexed on
 //! one HTTP/2 connection, against the real grpc_server binary.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
 use tonic::transport::{Channel, Endpoint};
-use zmq_grpc_proxy::pb::ingest_client::IngestClient;
-use zmq_grpc_proxy::pb::FetchRequest;
-use zmq_grpc_proxy::peers::message::{build, payload_intact};
+use zmq_grpc_proxy_tools::pb::ingest_client::IngestClient;
+use zmq_grpc_proxy_tools::pb::FetchRequest;
+use zmq_grpc_proxy_tools::peers::message::{build, payload_intact};
 
 const FOUR_MIB: usize = 4 * 1024 * 1024;
 
@@ -101,7 +102,7 @@ async fn every_call_shape_passes_through_the_proxy() {
             for m in msgs {
                 assert_eq!(back.message().await?, Some(m));
             }
-            Ok(tonic::Response::new(zmq_grpc_proxy::pb::Ack {
+            Ok(tonic::Response::new(zmq_grpc_proxy_tools::pb::Ack {
                 sequence: 0,
             }))
         });

@@ -2,6 +2,7 @@
 //! `zmq` crate (real libzmq) on both ends, the real proxy binary between them. ZMTP 2.0 is
 //! spoken by hand (libzmq 4.3 only initiates 3.x) against the real zmq_pull.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -249,7 +250,7 @@ fn zmtp_2_0_peer_passes_through() {
     const PUSH: u8 = 8;
     // Revision 1 = ZMTP 2.0; then socket type and an empty identity frame (flags, length).
     s.write_all(&[0x01, PUSH, 0x00, 0x00]).unwrap();
-    let body = zmq_grpc_proxy::peers::message::build("zmtp2", 0, 100).encode_to_vec();
+    let body = zmq_grpc_proxy_tools::peers::message::build("zmtp2", 0, 100).encode_to_vec();
     let mut frame = vec![0x00, body.len() as u8];
     frame.extend_from_slice(&body);
     s.write_all(&frame).unwrap();

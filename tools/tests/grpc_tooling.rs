@@ -1,6 +1,7 @@
 //! What stock gRPC tooling (grpcurl, grpc_health_probe) relies on: the standard health and
 //! reflection services, reached through the proxy with the same protocol clients use.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::Stack;

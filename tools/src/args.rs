@@ -1,5 +1,5 @@
 //! Every binary's command line, in one place: the clap `Args` of the demo peers, the bridge
-//! and the mesh (the proxy's own, [`crate::config::ProxyArgs`], lives with the config file
+//! and the mesh (the proxy's own, [`zmq_grpc_proxy::config::ProxyArgs`], lives with the config file
 //! it merges with), and [`commands`], which returns all seven as `clap::Command`s.
 //!
 //! The binaries in `src/bin` parse these and call the library; the man pages and shell
@@ -8,8 +8,8 @@
 //! The flags, their environment variables, help texts and defaults are a contract with
 //! scripts and operators: add to them, never rename or remove.
 //!
-//! This module sits at the edge: it builds on [`crate::config`], [`crate::peers`],
-//! [`crate::migrate`] and [`crate::mesh`] for their value types and defaults, and nothing in
+//! This module sits at the edge: it builds on [`zmq_grpc_proxy::config`], [`crate::peers`],
+//! [`zmq_grpc_proxy::migrate`] and [`crate::mesh`] for their value types and defaults, and nothing in
 //! the library builds on it.
 
 // Help texts name placeholders like `<pid>` as `--help` prints them; they are not HTML.
@@ -17,17 +17,17 @@
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::LogArgs;
+use crate::bridge::{Payload, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::mesh::stage::Stage;
-use crate::migrate::zmq_bridge::{Payload, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::peers::grpc_client::CallMode;
 use crate::peers::grpc_server;
-use crate::proxy::BackendAddr;
+use zmq_grpc_proxy::cli::LogArgs;
+use zmq_grpc_proxy::proxy::BackendAddr;
 
 /// Connects a ZMQ PUSH socket and sends numbered protobuf messages; prints a summary line on
 /// stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct ZmqPushArgs {
     /// ZMQ endpoint to connect to (tcp://HOST:PORT), normally the proxy.
     #[arg(long, env = "ZMQ_PUSH_CONNECT", default_value = "tcp://127.0.0.1:7000")]
@@ -62,7 +62,7 @@ pub struct ZmqPushArgs {
 /// Binds a ZMQ PULL socket, logs every message (sequence, sender, size) and prints a summary
 /// line on stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct ZmqPullArgs {
     /// ZMQ endpoint to bind (tcp://HOST:PORT; tcp://HOST:* picks a free port).
     #[arg(long, env = "ZMQ_PULL_BIND", default_value = "tcp://127.0.0.1:7001")]
@@ -78,7 +78,7 @@ pub struct ZmqPullArgs {
 /// failed and latency percentiles (unary) or the number of streams (stream) on stdout, and
 /// exits 1 if any call failed.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct GrpcClientArgs {
     /// Server URL (http://HOST:PORT), normally the proxy.
     #[arg(
@@ -118,7 +118,7 @@ pub struct GrpcClientArgs {
 /// Serves the Ingest service (unary Send, client-streaming SendStream) plus grpc.health.v1
 /// and server reflection; logs every message and prints a summary line on stdout at exit.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct GrpcServerArgs {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "GRPC_SERVER_BIND", default_value = "127.0.0.1:7002")]
@@ -148,7 +148,7 @@ pub struct GrpcServerArgs {
 /// large, ...) is dead-lettered: logged with its sender and sequence, counted, not retried.
 /// Prints a summary line on stdout when it stops.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct ZmqBridgeArgs {
     /// ZMQ endpoint to bind (tcp://HOST:PORT), where zmq_pull used to be.
     #[arg(long, env = "ZMQ_BRIDGE_BIND", default_value = "tcp://127.0.0.1:7001")]
@@ -194,7 +194,7 @@ pub struct ZmqBridgeArgs {
 /// keep flowing. Prints one line per stage and a table; exits 1 if a rumor did not reach
 /// every member by the end of its stage.
 #[derive(Debug, Parser)]
-#[command(version = crate::VERSION)]
+#[command(version = zmq_grpc_proxy::VERSION)]
 pub struct GossipMeshArgs {
     /// Members in the mesh.
     #[arg(long, env = "GOSSIP_MESH_MEMBERS", default_value_t = 12)]
@@ -232,7 +232,7 @@ pub struct GossipMeshArgs {
 /// parsers keep the package's name, `zmq-grpc-proxy`, which their `--version` prints.
 pub fn commands() -> Vec<clap::Command> {
     [
-        ("proxy", crate::config::command()),
+        ("proxy", zmq_grpc_proxy::config::command()),
         ("zmq_push", ZmqPushArgs::command()),
         ("zmq_pull", ZmqPullArgs::command()),
         ("grpc_client", GrpcClientArgs::command()),

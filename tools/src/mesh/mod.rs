@@ -18,8 +18,8 @@
 //! | [`rollout`] | `gossip_mesh`: N members, the rollout schedule, the per-stage report |
 //! | [`rng`] | the seeded generator behind `--seed` |
 //!
-//! The mesh depends on [`crate::peers`] (the gRPC service), [`crate::migrate`] (the mux) and
-//! [`crate::proxy`] (the prefixed stream); none of them depends on it.
+//! The mesh depends on [`crate::peers`] (the gRPC service), [`zmq_grpc_proxy::migrate`] (the mux) and
+//! [`zmq_grpc_proxy::proxy`] (the prefixed stream); none of them depends on it.
 
 pub mod book;
 pub mod check;

@@ -23,7 +23,7 @@
 //! tput1,tput8,pp1,pp32,rate,fb,mem,zmq,grpc; `mem` reports at 1,000 held connections and
 //! at as many as the fd limit allows).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 #[path = "proxy_parts/measure.rs"]
 mod measure;
@@ -703,7 +703,7 @@ fn zmq_end_to_end(bind: SocketAddr, via: SocketAddr) -> f64 {
     let mut pull = Proc::spawn_env(
         "zmq_pull",
         &["--bind", &format!("tcp://{bind}"), "--count", N],
-        &[("RUST_LOG", "warn,zmq_grpc_proxy::peers::zmq_pull=off")],
+        &[("RUST_LOG", "warn,zmq_grpc_proxy_tools::peers::zmq_pull=off")],
     );
     wait_for_port(bind);
     let mut push = Proc::spawn_env(
