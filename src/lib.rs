@@ -11,11 +11,11 @@
 //! |---|---|
 //! | [`proxy`] | the proxy itself; its own map and the connection pipeline are in [`proxy`]'s doc |
 //! | [`migrate`] | `mux`: gRPC served in-process, ZeroMQ forwarded, on the same port (migration stage two, embedded by tools' `grpc_server --zmq-forward`) |
-//! | [`serve`] | serving a tonic router with TCP_NODELAY on every connection and a bounded drain |
+//! | [`router`] | serving a tonic router with TCP_NODELAY on every connection and a bounded drain |
 //! | `config` | the proxy's flags, environment and TOML file, resolved into a [`proxy::ProxyConfig`], `--check` and reloading on SIGHUP (feature `cli`) |
 //! | `cli`, `shutdown` | what every binary shares, here and in tools: logging flags, exit codes, signals (feature `cli`; `shutdown` always) |
 //!
-//! Data flows one way: `cli`/`config` → [`proxy`] ← [`migrate`] → [`serve`]. With
+//! Data flows one way: `cli`/`config` → [`proxy`] ← [`migrate`] → [`router`]. With
 //! `default-features = false` (no `cli`) the library is the embeddable core: no clap and
 //! no libzmq.
 
@@ -38,5 +38,5 @@ pub mod cli;
 pub mod config;
 pub mod migrate;
 pub mod proxy;
-pub mod serve;
+pub mod router;
 pub mod shutdown;

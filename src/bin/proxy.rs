@@ -289,6 +289,6 @@ fn check(args: &config::ProxyArgs) -> ! {
             .as_ref()
             .map_or(String::new(), |p| format!(" ({})", p.display()))
     );
-    print!("{}", config::check::effective(args));
+    print!("{}", config::effective::effective(args));
     std::process::exit(0)
 }

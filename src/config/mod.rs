@@ -7,7 +7,7 @@
 //! refused exactly as `--max-connections 4000000000` is. [`resolve`] does the merge and
 //! records where each value came from; [`reload::Reloader`] re-reads the file on SIGHUP.
 
-pub mod check;
+pub mod effective;
 mod file;
 pub mod reload;
 

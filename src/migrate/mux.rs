@@ -2,7 +2,7 @@
 //! answered by a tonic server in this process; ZeroMQ connections are forwarded to the
 //! old ZMQ server, exactly as the standalone proxy does.
 //!
-//! It is the proxy with one route changed: [`serve`] runs [`crate::proxy::run`] (the same
+//! It is the proxy with one route changed: [`run`] runs [`crate::proxy::run`] (the same
 //! accept loop, detector, connect, replay and relay) with the gRPC route set to
 //! [`Target::Local`]. A detected gRPC connection is handed to tonic as a [`PrefixedStream`]
 //! that first returns the bytes detection consumed, then reads the socket: tonic sees the
@@ -10,7 +10,7 @@
 //!
 //! One signal stops both sides at once, and both drain for `limits.drain_timeout`:
 //! forwarded ZeroMQ connections as the proxy drains them (reset at the timeout), gRPC
-//! calls through [`serve_incoming`] (cancelled at the timeout).
+//! calls through [`run_on`] (cancelled at the timeout).
 //!
 //! `TCP_NODELAY` is set on the listener before serving starts, so every socket accepted
 //! from it inherits the option, and again on each connection handed to tonic. Linux copies
@@ -19,11 +19,12 @@
 //!
 //! Embedding it in a plain tonic server (here one serving only the standard health
 //! service; any `Router` will do). This needs nothing but the crate's core: with
-//! `default-features = false` there is no libzmq, clap or demo peer in the build.
+//! `default-features = false` there is no clap in the build (and libzmq and the demo peers
+//! live in the tools crate).
 //!
 //! ```
 //! use std::time::Duration;
-//! use zmq_grpc_proxy::migrate::mux::{serve, MuxConfig};
+//! use zmq_grpc_proxy::migrate::mux::{run, MuxConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,7 +38,7 @@
 //! // open calls and connections finish for up to the drain timeout.
 //! config.limits.drain_timeout = Duration::from_secs(5);
 //! let shutdown = tokio::time::sleep(Duration::from_millis(10));
-//! serve(listener, grpc, config, shutdown).await?;
+//! run(listener, grpc, config, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -50,12 +51,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::io::PrefixedStream;
 use crate::proxy::metrics::Metrics;
+use crate::proxy::prefixed::PrefixedStream;
 use crate::proxy::{self, BackendAddr, Limits, LocalServer, ProxyConfig, Routes, Target};
-use crate::serve::serve_incoming;
+use crate::router::run_on;
 
-/// Settings for [`serve`]: where ZeroMQ goes, and the proxy's [`Limits`] (its defaults
+/// Settings for [`run`]: where ZeroMQ goes, and the proxy's [`Limits`] (its defaults
 /// unless changed).
 #[derive(Debug, Clone)]
 pub struct MuxConfig {
@@ -89,7 +90,7 @@ pub enum MuxError {
 /// `shutdown` resolves; then stops accepting and drains both sides at once for
 /// `config.limits.drain_timeout`: forwarded connections still open then are reset, gRPC
 /// calls still open are cancelled. Returns when every connection has ended.
-pub async fn serve(
+pub async fn run(
     listener: TcpListener,
     grpc: tonic::transport::server::Router,
     config: MuxConfig,
@@ -130,7 +131,7 @@ pub async fn serve(
         stream
     });
     let grpc = async {
-        let served = serve_incoming(
+        let served = run_on(
             grpc,
             incoming,
             config.limits.drain_timeout,

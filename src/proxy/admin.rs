@@ -82,12 +82,12 @@ pub fn spawn<E: Exposition>(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    tokio::spawn(serve(listener, metrics, std::future::pending()));
+    tokio::spawn(run(listener, metrics, std::future::pending()));
     Ok(())
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
-pub async fn serve<E: Exposition>(
+pub async fn run<E: Exposition>(
     listener: TcpListener,
     metrics: Arc<E>,
     shutdown: impl Future<Output = ()>,

@@ -1,11 +1,13 @@
 //! One connection, top to bottom. Data flows one way through small stages:
 //!
 //! ```text
-//! sniff (read prefix ≤ detect timeout, detect, TLS read-on) ─► decide (pure, routes.rs)
-//!   ─► connect (≤ connect timeout) ─► replay (PROXY header + prefix) ─► relay ─► Outcome
+//! who (the client: a trusted balancer's PROXY header, or the socket)
+//!   ─► sniff (read prefix ≤ detect timeout, detect, TLS read-on) ─► decide (pure, routes.rs)
+//!   ─► connect (≤ connect timeout; `original`: the redirect's destination)
+//!   ─► replay (PROXY header + prefix) ─► relay ─► Outcome
 //! ```
 //!
-//! Every stage returns a value; [`serve`] hands the one [`Outcome`] to
+//! Every stage returns a value; [`handle`] hands the one [`Outcome`] to
 //! [`super::observe::closed`], which logs and counts it. No stage logs its own failure.
 //!
 //! The prefix is *replayed*, not re-read: the bytes consumed while detecting are the start
@@ -22,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::io::PrefixedStream;
 use super::observe;
 use super::outcome::{BackendErrorKind, Outcome, RejectReason, RelayEnd};
+use super::prefixed::PrefixedStream;
 use super::proxy_protocol;
 use super::relay::Relay;
 use super::routes::{decide, BackendAddr, Decision, LocalServer, RouteName, Routes, Sniffed};
@@ -38,7 +40,7 @@ use super::sweep::{Sweeper, Verdict};
 ///
 /// The set-up phase is allocated here, before the task starts, and freed when it ends; the
 /// task itself holds only what the relay phase needs.
-pub(super) fn serve<'a>(
+pub(super) fn handle<'a>(
     client: TcpStream,
     peer: SocketAddr,
     config: &'a ProxyConfig,
@@ -76,7 +78,7 @@ async fn open(
 ) -> Result<Opened, Outcome> {
     let routes = &*config.routes.current();
     let deadline = tokio::time::Instant::from_std(started) + config.limits.detect_timeout;
-    let (peer, dialled) = who(&mut client, peer, routes, deadline).await?;
+    let who = who(&mut client, peer, routes, deadline).await?;
     let mut prefix = Prefix::new();
     let sniffed = sniff(&mut client, routes, &mut prefix, deadline).await?;
     let (route, target) = match decide(routes, &sniffed) {
@@ -115,15 +117,13 @@ async fn open(
             span.record("local_port", local.port());
         }
     }
-    // A backend that wants a PROXY header never gets a byte without one.
-    let header = match (routes.proxy_protocol.contains(&route), dialled) {
-        (true, Some(dialled)) => Some((peer, dialled)),
-        (true, None) => {
-            return Err(Outcome::read_error(
-                &std::io::ErrorKind::NotConnected.into(),
-            ))
+    // A backend that wants a PROXY header never gets a byte without one: such a route
+    // exists only if `who` took the addresses for it.
+    let header = match who {
+        Who::Addresses { client, dialled } if routes.proxy_protocol.contains(&route) => {
+            Some((client, dialled))
         }
-        (false, _) => None,
+        _ => None,
     };
     let connect = started.elapsed() - detected;
     observe::routed(&config.metrics, route, detected, Some(connect));
@@ -140,28 +140,45 @@ async fn open(
     }
 }
 
-/// Who the client is, and the address it dialled (when a PROXY header will need it). From a
-/// trusted load balancer both come from the PROXY header it sends first; otherwise from the
-/// socket, taken now while the connection is surely established: a client that resets
-/// later must not make the header go missing (or be replaced by one it sent itself).
+/// Who the client is, as far as the backends need to know.
+enum Who {
+    /// No route sends a PROXY header: nothing more than the socket's peer is needed.
+    Peer,
+    /// Some route sends a PROXY header: the client (from a trusted balancer's own header,
+    /// or the socket) and the address it dialled.
+    Addresses {
+        client: SocketAddr,
+        dialled: SocketAddr,
+    },
+}
+
+/// Who the client is, and the address it dialled when some route's PROXY header will need
+/// it. From a trusted load balancer both come from the PROXY header it sends first;
+/// otherwise from the socket, taken now while the connection is surely established: a
+/// client that resets later must not make the header go missing (or be replaced by one it
+/// sent itself).
 async fn who(
     client: &mut TcpStream,
     peer: SocketAddr,
     routes: &Routes,
     deadline: tokio::time::Instant,
-) -> Result<(SocketAddr, Option<SocketAddr>), Outcome> {
+) -> Result<Who, Outcome> {
+    let dialled = |client: &TcpStream| client.local_addr().map_err(|e| Outcome::read_error(&e));
     if routes.expects_proxy_header(peer.ip()) {
         let header = proxy_protocol::read_header(client);
         return match tokio::time::timeout_at(deadline, header).await {
             Ok(Ok(Some((source, dialled)))) => {
                 tracing::Span::current().record("client", tracing::field::display(source));
-                Ok((source, Some(dialled)))
+                Ok(Who::Addresses {
+                    client: source,
+                    dialled,
+                })
             }
             // LOCAL / UNKNOWN: the balancer speaking for itself (a health check).
-            Ok(Ok(None)) => {
-                let dialled = client.local_addr().map_err(|e| Outcome::read_error(&e))?;
-                Ok((peer, Some(dialled)))
-            }
+            Ok(Ok(None)) => Ok(Who::Addresses {
+                client: peer,
+                dialled: dialled(client)?,
+            }),
             Ok(Err(e)) => Err(Outcome::rejected(
                 RejectReason::Unrecognised,
                 0,
@@ -174,13 +191,13 @@ async fn who(
             )),
         };
     }
-    match routes.proxy_protocol.is_empty() {
-        true => Ok((peer, None)),
-        false => Ok((
-            peer,
-            Some(client.local_addr().map_err(|e| Outcome::read_error(&e))?),
-        )),
+    if routes.proxy_protocol.is_empty() {
+        return Ok(Who::Peer);
     }
+    Ok(Who::Addresses {
+        client: peer,
+        dialled: dialled(client)?,
+    })
 }
 
 /// Connects to `backend` within `timeout`.

@@ -13,7 +13,7 @@
 //! idle one, so tail latency under uneven load is worse. Hence opt-in (BENCHMARKS.md,
 //! Performance II).
 //!
-//! Each thread runs `super::server::serve` with the same [`ProxyConfig`] (routes, metrics)
+//! Each thread runs `super::server::run_with_permits` with the same [`ProxyConfig`] (routes, metrics)
 //! and one shared set of connection permits; one shutdown future stops them all, and each
 //! drains its own connections.
 
@@ -87,6 +87,6 @@ fn serve_on_own_runtime(
             // An error means the sender is gone: stop then too.
             let _ = stopped.wait_for(|&stop| stop).await;
         };
-        server::serve(listener, config, permits, stop).await
+        server::run_with_permits(listener, config, permits, stop).await
     })
 }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::detect::Protocol;
-use super::io::PrefixedStream;
+use super::prefixed::PrefixedStream;
 use super::proxy_protocol::Cidr;
 use super::tls::ClientHello;
 

@@ -36,12 +36,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.limits.max_connections as usize));
-    serve(listener, config, permits, shutdown).await
+    run_with_permits(listener, config, permits, shutdown).await
 }
 
 /// [`run`] with the connection permits given: `--per-core` shares one set between the
 /// listeners of all its threads, so `--max-connections` stays a limit for the process.
-pub(super) async fn serve(
+pub(super) async fn run_with_permits(
     listener: TcpListener,
     config: ProxyConfig,
     permits: Arc<Semaphore>,
@@ -134,7 +134,7 @@ impl Server {
         let server = Arc::clone(self);
         self.tracker.spawn(
             async move {
-                conn::serve(client, peer, &server.config, &server.sweeper).await;
+                conn::handle(client, peer, &server.config, &server.sweeper).await;
                 drop(permit);
             }
             .instrument(span),

@@ -1,5 +1,5 @@
 //! What the proxy needs to know to run: the route table, the [`Limits`] and the metrics it
-//! updates. Every default is defined here, once; the command line ([`crate::config`]) and
+//! updates. Every default is defined here, once; the command line (`crate::config`, feature `cli`) and
 //! library callers ([`crate::migrate::mux`]) take them from here.
 
 use std::sync::Arc;
@@ -89,7 +89,7 @@ pub struct ProxyConfig {
     /// Where connections go; shared with whoever reloads it.
     pub routes: Arc<RouteTable>,
     pub limits: Limits,
-    /// Counters and histograms, also served by [`super::admin::serve`] when enabled.
+    /// Counters and histograms, also served by [`super::admin::run`] when enabled.
     pub metrics: Arc<Metrics>,
 }
 

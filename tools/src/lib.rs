@@ -12,6 +12,7 @@
 //! | [`bridge`] | `zmq_bridge`: a ZeroMQ PULL endpoint that turns every message into a gRPC call |
 //! | [`mesh`] | a gossip mesh (Habitat's Butterfly) migrating member by member: the capability check, the dual-stack sender, Butterfly-style gossip, the `gossip_mesh` rollout |
 //! | [`args`] | every binary's command line (`clap`), and [`args::commands`], all seven (the proxy's too) as `clap::Command`s for the man pages and shell completions |
+//! | [`text`] | [`text::first_chars`]: what a log line may quote of a value from the network |
 //! | [`pb`] | code generated from `proto/messages.proto` |
 //!
 //! Data flows one way: [`peers`] depend on [`pb`] and the proxy crate; [`bridge`] on
@@ -24,6 +25,7 @@ pub mod args;
 pub mod bridge;
 pub mod mesh;
 pub mod peers;
+pub mod text;
 
 /// Code generated from `proto/messages.proto`.
 pub mod pb {

@@ -246,8 +246,8 @@ async fn grpc_peer(
         let shutdown = async {
             let _ = stopped.await;
         };
-        // grpc_server::serve sets TCP_NODELAY on every connection it accepts.
-        grpc_server::serve(listener, service, Duration::from_secs(1), shutdown)
+        // grpc_server::run sets TCP_NODELAY on every connection it accepts.
+        grpc_server::run(listener, service, Duration::from_secs(1), shutdown)
             .await
             .unwrap();
     });
@@ -467,7 +467,7 @@ async fn bridge_forwards_foreign_frames_byte_for_byte() {
         let _ = tx.send(f.clone());
     });
     let service = IngestService::with_gossip_sink(sink);
-    let _server = tokio::spawn(grpc_server::serve(
+    let _server = tokio::spawn(grpc_server::run(
         listener,
         service,
         Duration::from_secs(1),

@@ -17,7 +17,7 @@ async fn connection_futures_stay_small() {
         "127.0.0.1:1".parse().unwrap(),
     ));
     let sweeper = crate::proxy::sweep::Sweeper::new(None, None);
-    let serve = super::serve(s, peer, &config, &sweeper);
+    let serve = super::handle(s, peer, &config, &sweeper);
     let size = std::mem::size_of_val(&serve);
     // 448 before connections could be reset at the drain timeout or when idle: the
     // sweep's waiter and counters cost ~70 bytes (520 in a debug build, 480 in release).

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
                 signal.await;
                 metrics.set_ready(false);
             };
-            grpc_server::serve(listener, service.clone(), drain_timeout, shutdown).await?
+            grpc_server::run(listener, service.clone(), drain_timeout, shutdown).await?
         }
         Some(zmq_backend) => {
             if let Ok(addr) = listener.local_addr() {
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config = MuxConfig::new(zmq_backend);
             config.limits.drain_timeout = drain_timeout;
             config.metrics = Arc::clone(&metrics);
-            mux::serve(listener, grpc, config, signal).await?
+            mux::run(listener, grpc, config, signal).await?
         }
     }
     println!("grpc_server summary: {}", service.summary());

@@ -103,7 +103,7 @@ fn is_about_size(message: &str) -> bool {
 
 /// At most [`MAX_LOGGED_CHARS`] characters of a value that came from the network.
 fn truncated(s: &str) -> &str {
-    zmq_grpc_proxy::cli::first_chars(s, MAX_LOGGED_CHARS)
+    crate::text::first_chars(s, MAX_LOGGED_CHARS)
 }
 
 /// One lane: each message is sent, in arrival order, until the server acknowledges it or

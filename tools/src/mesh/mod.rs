@@ -3,7 +3,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`check`] | does a peer take gRPC? the HTTP/2 preface + SETTINGS exchange, on the connection that will carry the calls |
+//! | [`capability`] | does a peer take gRPC? the HTTP/2 preface + SETTINGS exchange, on the connection that will carry the calls |
 //! | [`delivery`] | the vocabulary of sending: a message's parts, the protocol that carried it, what became of it ([`delivery::Delivery`]) |
 //! | [`sender`] | [`sender::DualSender`]: per peer, gRPC where it is taken, ZeroMQ otherwise, switching only on proof the peer saw nothing |
 //! | `proof` | what a failed gRPC call proves about whether the peer saw the message |
@@ -22,7 +22,7 @@
 //! [`zmq_grpc_proxy::proxy`] (the prefixed stream); none of them depends on it.
 
 pub mod book;
-pub mod check;
+pub mod capability;
 pub mod delivery;
 pub mod member;
 mod proof;

@@ -5,7 +5,7 @@ use std::error::Error as _;
 
 use tonic::Code;
 
-use super::check::CheckError;
+use super::capability::CheckError;
 
 /// What a failed gRPC call proves.
 pub(super) enum Proof {

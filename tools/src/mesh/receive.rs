@@ -2,7 +2,7 @@
 //! dial, which Butterfly cannot change):
 //!
 //! * `zmq`: a ZeroMQ PULL socket bound on it, read by a thread.
-//! * `both` / `prefer-grpc`: the in-process mux ([`zmq_grpc_proxy::migrate::mux::serve`]) on it;
+//! * `both` / `prefer-grpc`: the in-process mux ([`zmq_grpc_proxy::migrate::mux::run`]) on it;
 //!   gRPC `Gossip` calls are answered here, ZMTP connections are relayed to a PULL socket
 //!   of the same member on a private port nobody advertises.
 //! * `grpc`: only the gRPC server.
@@ -114,7 +114,7 @@ pub async fn start<M: Inbox>(
     };
     if stage == Stage::Grpc {
         let server = tokio::spawn(async move {
-            if let Err(e) = zmq_grpc_proxy::serve::serve(listener, router, STOP, shutdown).await {
+            if let Err(e) = zmq_grpc_proxy::router::run(listener, router, STOP, shutdown).await {
                 warn!(error = %e, "gRPC server failed");
             }
         });
@@ -131,7 +131,7 @@ pub async fn start<M: Inbox>(
     let mut config = MuxConfig::new(backend);
     config.limits.drain_timeout = STOP;
     let server = tokio::spawn(async move {
-        if let Err(e) = mux::serve(listener, router, config, shutdown).await {
+        if let Err(e) = mux::run(listener, router, config, shutdown).await {
             warn!(error = %e, "mux failed");
         }
     });

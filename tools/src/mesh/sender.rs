@@ -5,7 +5,7 @@
 //! never saw it:
 //!
 //! * every gRPC connection is checked before a request byte is written
-//!   ([`super::check`]); a connection refused by the check (ZMTP answer, refused, silent)
+//!   ([`super::capability`]); a connection refused by the check (ZMTP answer, refused, silent)
 //!   carried nothing. That holds for the channel's reconnects too, which go through the
 //!   same check: a peer rolled back to ZeroMQ-only is found at the next connection, and
 //!   the call fails with the check's error in its source chain.
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info};
 
-use super::check::{CheckError, CheckingConnector};
+use super::capability::{CheckError, CheckingConnector};
 use super::delivery::{Delivery, NotSent, Parts, Via};
 use super::proof::{find_check_error, proof, Proof};
 use super::stats::SenderStats;
@@ -331,5 +331,5 @@ impl DualSender {
 
 /// At most 200 characters of a message that came from the network, for the log.
 fn short(s: &str) -> &str {
-    zmq_grpc_proxy::cli::first_chars(s, 200)
+    crate::text::first_chars(s, 200)
 }

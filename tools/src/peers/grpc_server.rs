@@ -1,6 +1,6 @@
 //! The gRPC server: the `Ingest` service from `proto/`, plus the standard health and
 //! reflection services so stock tooling (grpcurl, grpc_health_probe) works against it.
-//! Served by [`zmq_grpc_proxy::serve`] (TCP_NODELAY on every connection, a bounded drain).
+//! Served by [`zmq_grpc_proxy::router`] (TCP_NODELAY on every connection, a bounded drain).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,7 @@ impl IngestService {
             Classified::Ours(m) => self.record(&m),
             Classified::Foreign => {
                 // The address comes from the network: at most 64 characters of it.
-                let peer = zmq_grpc_proxy::cli::first_chars(&frames.peer_address, 64);
+                let peer = crate::text::first_chars(&frames.peer_address, 64);
                 debug!(parts = frames.parts.len(), size, %peer, "foreign");
                 self.tally
                     .lock()
@@ -227,7 +227,7 @@ pub async fn router(service: IngestService) -> tonic::transport::server::Router 
 /// Serves Ingest, health and reflection on `listener` until `shutdown` resolves; then
 /// closes the port, lets in-flight calls finish for up to `drain_timeout`, cancels the
 /// rest and returns.
-pub async fn serve(
+pub async fn run(
     listener: TcpListener,
     service: IngestService,
     drain_timeout: Duration,
@@ -237,5 +237,5 @@ pub async fn serve(
         info!(%addr, "listening");
     }
     let router = router(service).await;
-    zmq_grpc_proxy::serve::serve(listener, router, drain_timeout, shutdown).await
+    zmq_grpc_proxy::router::run(listener, router, drain_timeout, shutdown).await
 }

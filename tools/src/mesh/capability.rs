@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 
 use super::stats::SenderStats;
-use zmq_grpc_proxy::proxy::io::PrefixedStream;
+use zmq_grpc_proxy::proxy::prefixed::PrefixedStream;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -4,13 +4,13 @@
 //! * [`accept`] takes connections off the listener and sets `TCP_NODELAY` on each. tonic's
 //!   own `tcp_nodelay` applies only to listeners it binds itself, never to a stream of
 //!   connections it is handed, and without it small gRPC frames wait behind Nagle.
-//! * [`serve_incoming`] runs the router on any stream of connections and bounds the stop:
+//! * [`run_on`] runs the router on any stream of connections and bounds the stop:
 //!   tonic's graceful shutdown waits for every open call, so one client holding a stream
 //!   open would keep the server up forever. Each connection is wrapped so that it can be
 //!   cut: at the drain timeout every read and write fails, hyper ends the connection and
 //!   its calls, and the server returns.
 //!
-//! [`serve`] joins the two for a plain listener.
+//! [`run`] joins the two for a plain listener.
 
 use std::future::Future;
 use std::io;
@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 /// Serves `router` on `listener` until `shutdown` resolves; then closes the port, lets
 /// in-flight calls finish for up to `drain_timeout`, cancels the rest and returns.
-pub async fn serve(
+pub async fn run(
     listener: TcpListener,
     router: tonic::transport::server::Router,
     drain_timeout: Duration,
@@ -59,8 +59,7 @@ pub async fn serve(
         let closed = async {
             let _ = closed.await;
         };
-        let served =
-            serve_incoming(router, ReceiverStream::new(incoming), drain_timeout, closed).await;
+        let served = run_on(router, ReceiverStream::new(incoming), drain_timeout, closed).await;
         grpc_ended.cancel();
         served
     };
@@ -116,7 +115,7 @@ pub async fn accept(
 /// stops taking connections, tells clients to open no new calls (HTTP/2 GOAWAY), lets the
 /// calls in flight finish for up to `drain_timeout`, cuts every connection still open and
 /// returns once they are all closed.
-pub async fn serve_incoming<IO>(
+pub async fn run_on<IO>(
     router: tonic::transport::server::Router,
     incoming: impl Stream<Item = IO>,
     drain_timeout: Duration,
