@@ -133,7 +133,8 @@ fn start_intercepting(plan: &intercept::Plan, slot: &Mutex<Option<Installed>>) {
 }
 
 /// Stops redirecting new connections (off the runtime: it runs `nft`), then says so. The
-/// table stays, empty, until the drain is over ([`intercept::Installed::stop_redirecting`]).
+/// table stays until the drain is over, keeping the connections already redirected
+/// translated ([`intercept::Installed::stop_redirecting`]).
 async fn stop_intercepting(slot: &Arc<Mutex<Option<Installed>>>) {
     let slot = Arc::clone(slot);
     let stopped = tokio::task::spawn_blocking(move || {
