@@ -445,16 +445,10 @@ pub fn original_dst(stream: &tokio::net::TcpStream) -> io::Result<Option<SocketA
     let original = match original {
         Ok(addr) => addr.as_socket(),
         // No conntrack entry for it: nothing was redirected.
-        Err(e) if e.raw_os_error() == Some(libc_enoent()) => None,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => None,
         Err(e) => return Err(e),
     };
     Ok(original.filter(|orig| !same_endpoint(*orig, local)))
-}
-
-fn libc_enoent() -> i32 {
-    io::Error::from(io::ErrorKind::NotFound)
-        .raw_os_error()
-        .unwrap_or(2)
 }
 
 /// `a` and `b` name the same endpoint, seeing through IPv4-mapped IPv6 addresses.
