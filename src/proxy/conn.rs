@@ -104,7 +104,16 @@ async fn open(
     };
     span.record("backend", tracing::field::display(&backend));
     let detected = started.elapsed();
-    let upstream = connect(&backend, config.limits.connect_timeout)
+    // A backend that wants a PROXY header never gets a byte without one: such a route
+    // exists only if `who` took the addresses for it.
+    let header = match who {
+        Who::Addresses { client, dialled } if routes.proxy_protocol.contains(&route) => {
+            Some((client, dialled))
+        }
+        _ => None,
+    };
+    let mut opening = opening(header, prefix.bytes());
+    let upstream = connect(&backend, config.limits.connect_timeout, &mut opening)
         .await
         .map_err(|(kind, error)| Outcome::BackendUnavailable {
             route,
@@ -117,14 +126,6 @@ async fn open(
             span.record("local_port", local.port());
         }
     }
-    // A backend that wants a PROXY header never gets a byte without one: such a route
-    // exists only if `who` took the addresses for it.
-    let header = match who {
-        Who::Addresses { client, dialled } if routes.proxy_protocol.contains(&route) => {
-            Some((client, dialled))
-        }
-        _ => None,
-    };
     let connect = started.elapsed() - detected;
     observe::routed(&config.metrics, route, detected, Some(connect));
     let mut opened = Opened {
@@ -134,7 +135,7 @@ async fn open(
         backend,
         replayed: prefix.len() as u32,
     };
-    match replay(&mut opened.upstream, header, prefix.bytes()).await {
+    match opened.upstream.write_all(&opening[opening.sent..]).await {
         Ok(()) => Ok(opened),
         Err(e) => Err(ended(&opened, 0, 0, RelayEnd::Error(e))),
     }
@@ -200,44 +201,145 @@ async fn who(
     })
 }
 
-/// Connects to `backend` within `timeout`.
+/// What the backend must see first: the PROXY header for backends that want to know who
+/// the client is (`(client, dialled)`), then the bytes detection consumed. `sent` counts
+/// what [`connect`] already wrote.
+struct Opening<'a> {
+    bytes: std::borrow::Cow<'a, [u8]>,
+    sent: usize,
+}
+
+impl std::ops::Deref for Opening<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn opening(header: Option<(SocketAddr, SocketAddr)>, prefix: &[u8]) -> Opening<'_> {
+    let bytes = match header {
+        None => std::borrow::Cow::Borrowed(prefix),
+        Some((client, dialled)) => {
+            let mut opening = Vec::with_capacity(52 + prefix.len());
+            proxy_protocol::write_header(&mut opening, client, dialled);
+            opening.extend_from_slice(prefix);
+            std::borrow::Cow::Owned(opening)
+        }
+    };
+    Opening { bytes, sent: 0 }
+}
+
+/// Connects to `backend` within `timeout`, and sends what of `opening` the new socket
+/// takes at once (recorded in `opening.sent`; the caller writes the rest).
+///
+/// The opening is sent straight after `connect(2)`, before waiting for the socket to
+/// become writable, as HAProxy does: on loopback and a LAN the handshake has usually
+/// completed inside `connect(2)`, and then the bytes go in the same event-loop turn, with
+/// no wait for writability, no `SO_ERROR` check and no connect timer. Only when the kernel
+/// cannot take them yet (EAGAIN while the handshake is in flight) does the connection wait
+/// for writability and check the socket's error, within the connect timeout. A refused or
+/// failed connect reports its error either way.
 async fn connect(
     backend: &BackendAddr,
     timeout: Duration,
+    opening: &mut Opening<'_>,
 ) -> Result<TcpStream, (BackendErrorKind, std::io::Error)> {
-    let upstream = match tokio::time::timeout(timeout, TcpStream::connect(backend.as_str())).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err((BackendErrorKind::of(&e), e)),
+    let connecting = async {
+        // A literal address (the usual case) needs no lookup; a name is resolved first and
+        // its addresses are tried in turn, as `TcpStream::connect` would.
+        if let Ok(addr) = backend.as_str().parse::<SocketAddr>() {
+            return connect_to(addr, opening).await;
+        }
+        // Boxed: its lookup future would otherwise size every connection's set-up.
+        Box::pin(connect_named(backend.as_str(), opening)).await
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err((BackendErrorKind::of(&e), e)),
         Err(_) => {
             let e = std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("connect timed out after {} ms", timeout.as_millis()),
             );
-            return Err((BackendErrorKind::Timeout, e));
+            Err((BackendErrorKind::Timeout, e))
         }
-    };
-    // Small ZMQ/gRPC frames must not wait for Nagle's algorithm on the backend hop; the
-    // client socket inherited TCP_NODELAY from the listener. Keepalive comes later, if the
-    // connection lives long enough to need it (`arm_keepalive`).
-    let _ = upstream.set_nodelay(true);
-    Ok(upstream)
+    }
 }
 
-/// Writes what the backend must see first: the PROXY header for backends that want to know
-/// who the client is (`(client, dialled)`), then the bytes detection consumed.
-async fn replay(
-    upstream: &mut TcpStream,
-    header: Option<(SocketAddr, SocketAddr)>,
-    prefix: &[u8],
-) -> std::io::Result<()> {
-    match header {
-        None => upstream.write_all(prefix).await,
-        Some((client, dialled)) => {
-            let mut opening = Vec::with_capacity(52 + prefix.len());
-            proxy_protocol::write_header(&mut opening, client, dialled);
-            opening.extend_from_slice(prefix);
-            upstream.write_all(&opening).await
+/// A backend given by name: resolved, and its addresses tried in turn.
+async fn connect_named(name: &str, opening: &mut Opening<'_>) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(name).await? {
+        match connect_to(addr, opening).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
         }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the backend's name resolves to no address",
+        )
+    }))
+}
+
+/// One address: the socket, `connect(2)` and the opening at once ([`start`]), then, only
+/// if the handshake was still in flight, the wait for it.
+async fn connect_to(addr: SocketAddr, opening: &mut Opening<'_>) -> std::io::Result<TcpStream> {
+    let (stream, handshake_done) = start(addr, opening)?;
+    if !handshake_done {
+        // Boxed: this wait is the exception (a backend across a network), and its future
+        // would otherwise size every connection's set-up.
+        Box::pin(handshake(&stream)).await?;
+    }
+    Ok(stream)
+}
+
+/// A non-blocking socket with TCP_NODELAY (small ZMQ/gRPC frames must not wait for
+/// Nagle's algorithm; the client socket inherited it from the listener; keepalive comes
+/// later, if the connection lives long enough, see `arm_keepalive`), `connect(2)`, and as
+/// much of the opening as the socket takes. Returns whether the handshake has completed
+/// (the socket took bytes).
+fn start(addr: SocketAddr, opening: &mut Opening<'_>) -> std::io::Result<(TcpStream, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    opening.sent = 0; // a previous address may have taken some before it failed
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    // Written before the socket is registered with the runtime: tokio would not try a
+    // write on a socket it has seen no writability event for yet.
+    let mut handshake_done = false;
+    while opening.sent < opening.len() {
+        match socket.send(&opening[opening.sent..]) {
+            Ok(n) => {
+                opening.sent += n;
+                handshake_done = true;
+            }
+            // Still in the handshake, or the send buffer is full: the rest waits.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The connect failed (refused, unreachable): its error, as connect would say.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((TcpStream::from_std(socket.into())?, handshake_done))
+}
+
+/// Waits for a connect still in flight to finish; its error if it failed.
+async fn handshake(stream: &TcpStream) -> std::io::Result<()> {
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
