@@ -41,7 +41,7 @@ use super::sweep::{Sweeper, Verdict};
 /// The set-up phase is allocated here, before the task starts, and freed when it ends; the
 /// task itself holds only what the relay phase needs.
 pub(super) fn handle<'a>(
-    client: TcpStream,
+    client: std::net::TcpStream,
     peer: SocketAddr,
     config: &'a ProxyConfig,
     sweeper: &'a Sweeper,
@@ -71,16 +71,25 @@ struct Opened {
 /// Set-up: sniff, decide, connect, replay. `Err` is the outcome of a connection that ends
 /// here.
 async fn open(
-    mut client: TcpStream,
+    client: std::net::TcpStream,
     peer: SocketAddr,
     config: &ProxyConfig,
     started: Instant,
 ) -> Result<Opened, Outcome> {
     let routes = &*config.routes.current();
     let deadline = tokio::time::Instant::from_std(started) + config.limits.detect_timeout;
-    let who = who(&mut client, peer, routes, deadline).await?;
     let mut prefix = Prefix::new();
-    let sniffed = sniff(&mut client, routes, &mut prefix, deadline).await?;
+    // Clients send their first bytes right after the handshake, so by the time the
+    // connection is accepted they have often arrived: read them now, before the socket is
+    // registered with the runtime, so that registering it reports it readable only if more
+    // has come since (see `sniff`). A trusted balancer's PROXY header is read first.
+    let read_already = !routes.expects_proxy_header(peer.ip());
+    if read_already {
+        prefix.read_now(&client)?;
+    }
+    let mut client = TcpStream::from_std(client).map_err(|e| Outcome::read_error(&e))?;
+    let who = who(&mut client, peer, routes, deadline).await?;
+    let sniffed = sniff(&mut client, routes, &mut prefix, read_already, deadline).await?;
     let (route, target) = match decide(routes, &sniffed) {
         Decision::Route(route, target) => (route, target),
         Decision::Close(why) => return Err(unrouted(why, &sniffed, prefix.len())),

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -109,7 +111,7 @@ impl Server {
         self.tracker.len()
     }
 
-    fn spawn(self: &Arc<Self>, client: TcpStream, peer: SocketAddr) {
+    fn spawn(self: &Arc<Self>, client: std::net::TcpStream, peer: SocketAddr) {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             // Closing at once tells the client to go elsewhere now, rather than after a
             // queue it cannot see.
@@ -171,13 +173,24 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    // Accepted sockets are not registered with the runtime here (as `TcpListener::accept`
+    // would) but by the connection, after it has read what the client already sent
+    // (`conn`): registering a socket with data waiting reports it readable, and the relay
+    // would later spend a read (EAGAIN) and a wake-up on bytes detection already took.
+    let listener = match listener.into_std().and_then(register) {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!(error = %e, "cannot take the listener over from the runtime; not accepting");
+            return;
+        }
+    };
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             // Shutdown first: once asked to stop, no further connection is taken on.
             biased;
             _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.async_io(Interest::READABLE, accept_now) => accepted,
         };
         match accepted {
             Ok((client, peer)) => {
@@ -210,6 +223,33 @@ async fn accept_loop(
         drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
         "stopped accepting; draining open connections"
     );
+}
+
+/// The listener, registered for readability with the runtime that accepts from it.
+#[allow(unsafe_code)]
+fn register(listener: std::net::TcpListener) -> std::io::Result<AsyncFd<std::net::TcpListener>> {
+    // SAFETY: `AsyncFd` owns the listener, which owns its descriptor: it stays open and
+    // is the one `as_raw_fd` returns until the `AsyncFd` is dropped. (tokio has no safe
+    // constructor left: `AsyncFd::new` is deprecated for types that cannot promise this.)
+    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(|e| e.into())
+}
+
+/// One `accept4(2)`: the connection non-blocking and close-on-exec, and who it is from.
+fn accept_now(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    let (fd, peer) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    // A TCP listener's peers are IP addresses; anything else concerns this connection only.
+    let peer = peer
+        .and_then(|peer| SocketAddr::try_from(peer).ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "accepted a connection without an IP peer address",
+            )
+        })?;
+    Ok((std::net::TcpStream::from(fd), peer))
 }
 
 /// Binds `addr` (the first address it resolves to) for [`run`], with the options accepted

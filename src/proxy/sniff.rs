@@ -44,16 +44,39 @@ impl Prefix {
     pub(super) fn len(&self) -> usize {
         self.bytes().len()
     }
+
+    /// The first read of a connection: what the client has sent so far, without waiting
+    /// (the socket is non-blocking), possibly before the socket is registered with the
+    /// runtime. Nothing there yet is fine; a closed or failed connection is its outcome.
+    pub(super) fn read_now(&mut self, client: &impl std::os::fd::AsFd) -> Result<(), Outcome> {
+        use std::io::Read;
+        match (&*socket2::SockRef::from(client)).read(&mut self.buf[self.filled..]) {
+            Ok(0) => Err(Outcome::rejected(
+                RejectReason::ClosedEarly,
+                self.filled,
+                None,
+            )),
+            Ok(n) => {
+                self.filled += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(Outcome::read_error(&e)),
+        }
+    }
 }
 
 /// Reads until the detector (and, for TLS, the ClientHello parser) decides, or the deadline.
+/// `read_already`: [`Prefix::read_now`] was tried (otherwise it is tried first here).
 pub(super) async fn sniff(
     client: &mut TcpStream,
     routes: &Routes,
     prefix: &mut Prefix,
+    read_already: bool,
     deadline: tokio::time::Instant,
 ) -> Result<Sniffed, Outcome> {
-    let detected = tokio::time::timeout_at(deadline, read_prefix(client, prefix)).await;
+    let detected = tokio::time::timeout_at(deadline, read_prefix(client, prefix, read_already));
+    let detected = detected.await;
     match detected {
         Err(_elapsed) => Ok(Sniffed::Silent),
         Ok(Ok(Detection::Matched(protocol))) => Ok(Sniffed::Protocol(protocol)),
@@ -72,22 +95,31 @@ pub(super) async fn sniff(
 
 /// Reads until the detector decides: `Matched` or `NoMatch`. The bytes stay in `prefix`
 /// (valid even if this future is dropped by the detect timeout).
-async fn read_prefix(client: &mut TcpStream, prefix: &mut Prefix) -> Result<Detection, Outcome> {
+async fn read_prefix(
+    client: &mut TcpStream,
+    prefix: &mut Prefix,
+    read_already: bool,
+) -> Result<Detection, Outcome> {
     // Clients send their prefix right after the handshake, so by the time the connection is
     // accepted it has often arrived: read it directly first (the socket is non-blocking),
     // and wait for readiness only if it has not. That saves a trip through the event loop.
-    let mut first = Some(read_now(client, &mut prefix.buf));
+    if !read_already {
+        prefix.read_now(client)?;
+    }
     loop {
-        let n = match first.take() {
-            Some(Ok(n)) => n,
-            Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                return Err(Outcome::read_error(&e))
+        if prefix.filled > 0 {
+            match detect(&prefix.buf[..prefix.filled]) {
+                // A full buffer must never turn into a zero-length read that spins
+                // (unreachable while PREFIX_BUF_LEN >= MAX_PREFIX_LEN).
+                Detection::NeedMore if prefix.filled < PREFIX_BUF_LEN => {}
+                Detection::NeedMore => return Ok(Detection::NoMatch),
+                decided => return Ok(decided),
             }
-            _ => client
-                .read(&mut prefix.buf[prefix.filled..])
-                .await
-                .map_err(|e| Outcome::read_error(&e))?,
-        };
+        }
+        let n = client
+            .read(&mut prefix.buf[prefix.filled..])
+            .await
+            .map_err(|e| Outcome::read_error(&e))?;
         if n == 0 {
             return Err(Outcome::rejected(
                 RejectReason::ClosedEarly,
@@ -96,19 +128,7 @@ async fn read_prefix(client: &mut TcpStream, prefix: &mut Prefix) -> Result<Dete
             ));
         }
         prefix.filled += n;
-        match detect(&prefix.buf[..prefix.filled]) {
-            // A full buffer must never turn into a zero-length read that spins
-            // (unreachable while PREFIX_BUF_LEN >= MAX_PREFIX_LEN).
-            Detection::NeedMore if prefix.filled < PREFIX_BUF_LEN => {}
-            Detection::NeedMore => return Ok(Detection::NoMatch),
-            decided => return Ok(decided),
-        }
     }
-}
-
-fn read_now(client: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    (&*socket2::SockRef::from(client)).read(buf)
 }
 
 /// Reads on until `prefix.hello` holds a whole ClientHello message.
