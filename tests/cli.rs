@@ -142,6 +142,37 @@ fn bad_flags_print_usage_and_exit_2() {
     }
 }
 
+/// Per-core binds its listeners with SO_REUSEPORT, which would let a second proxy on the
+/// same port share it silently; it must be refused like any address in use, unless the
+/// operator asked for sharing with --reuse-port.
+#[test]
+fn a_second_proxy_on_the_same_port_exits_2_unless_reuse_port_is_asked_for() {
+    let first = start_proxy("127.0.0.1:9", "127.0.0.1:9", &["--threads", "2"]);
+    let addr = first.listen_addr();
+    let out = Command::new(bin("proxy"))
+        .args(["--listen", &addr, "--zmq-backend", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+    // Both asked to share: the second one serves the same port too.
+    let a = start_proxy("127.0.0.1:9", "127.0.0.1:9", &["--reuse-port"]);
+    let shared = a.listen_addr();
+    let b = Proc::spawn(
+        "proxy",
+        &[
+            "--listen",
+            &shared,
+            "--zmq-backend",
+            "127.0.0.1:9",
+            "--reuse-port",
+        ],
+    );
+    assert_eq!(b.listen_addr(), shared);
+    drop((first, a));
+}
+
 #[test]
 fn an_address_in_use_exits_2_with_a_clear_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -123,10 +123,56 @@ fn both_protocols_at_once_on_one_port() {
 #[test]
 fn both_protocols_at_once_per_core() {
     let mut stack = both_protocols_at_once(&["--per-core", "--threads", "2"]);
-    // One listener, and one "listening" line, per thread.
-    stack.proxy.wait_for_logs(&["listening"], 2, PATIENCE);
+    // One listener per thread, all on the one port, announced in one line.
+    let line = stack.proxy.wait_for_log("listening", PATIENCE);
+    assert!(line.contains("listeners=2"), "{line}");
+    let port: u16 = stack
+        .proxy_addr()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(listening_sockets(port), 2);
     stack.proxy.signal("TERM");
     assert!(stack.proxy.wait_exit(PATIENCE).success());
+    // Lines about the whole process come once, from whichever thread makes them true.
+    for line in ["listening", "stopped accepting", "all connections closed"] {
+        assert_eq!(stack.proxy.count_logs(&[line]), 1, "{line}");
+    }
+    assert_eq!(listening_sockets(port), 0);
+}
+
+/// The same with the work-stealing scheduler: one runtime, one listener.
+#[test]
+fn both_protocols_at_once_work_stealing() {
+    let mut stack = both_protocols_at_once(&["--scheduler", "work-stealing", "--threads", "2"]);
+    let line = stack.proxy.wait_for_log("listening", PATIENCE);
+    assert!(line.contains("listeners=1"), "{line}");
+    let port: u16 = stack
+        .proxy_addr()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(listening_sockets(port), 1);
+    stack.proxy.signal("TERM");
+    assert!(stack.proxy.wait_exit(PATIENCE).success());
+}
+
+/// TCP sockets listening on `port` (IPv4, any process), from the kernel's own table.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
 }
 
 fn both_protocols_at_once(proxy_args: &[&str]) -> Stack {

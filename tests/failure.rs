@@ -137,10 +137,29 @@ fn a_backend_reset_reaches_the_client_as_a_reset_with(splice: &str) {
 fn max_connections_refuses_the_excess_at_once_and_recovers() {
     let stack = Stack::start(
         None,
-        &["--max-connections", "4", "--detect-timeout-ms", "60000"],
+        &[
+            "--max-connections",
+            "4",
+            "--detect-timeout-ms",
+            "60000",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
     );
     let addr = stack.proxy_addr();
     let held: Vec<_> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // Accepted, each holding its permit: with a listener per thread the kernel queues
+    // connections on several listeners, so the order of accepts is not that of connects.
+    let metrics = metrics_addr(&stack.proxy);
+    let accepted = "zgp_connections_accepted_total";
+    let deadline = Instant::now() + PATIENCE;
+    while sample(&http_get(&metrics, "/metrics"), accepted) != Some(4.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the 4 held connections were not accepted"
+        );
+        std::thread::yield_now();
+    }
     // The 5th is accepted by the kernel and closed by the proxy, long before any timeout.
     let started = Instant::now();
     let mut extra = TcpStream::connect(&addr).unwrap();

@@ -22,6 +22,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches, Parser};
 
 use crate::cli::LogArgs;
+use crate::proxy::per_core::Scheduler;
 use crate::proxy::proxy_protocol::Cidr;
 use crate::proxy::relay::SpliceMode;
 use crate::proxy::{BackendAddr, Limits, ProxyConfig, RouteName, RouteTable, Routes, Target};
@@ -118,11 +119,18 @@ pub struct ProxyArgs {
     #[arg(long, env = "PROXY_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
-    /// One single-threaded runtime per worker thread, each accepting from its own
-    /// SO_REUSEPORT listener on the port; a connection stays on the thread that accepted it.
-    /// Less CPU per connection when connections arrive one at a time (no cross-thread
-    /// wake-ups), but no work stealing: uneven load raises tail latency.
-    #[arg(long, env = "PROXY_PER_CORE")]
+    /// How connections are scheduled over the threads. per-core (the default): a
+    /// single-threaded runtime per thread, each accepting from its own SO_REUSEPORT listener
+    /// on the port; a connection stays on the thread that accepted it, so no cross-thread
+    /// wake-ups (less CPU per connection and per message). work-stealing: one runtime whose
+    /// threads share one listener and take work from each other. A socket passed in
+    /// LISTEN_FDS (socket activation) is always served work-stealing: per-core would bind
+    /// listeners of its own beside it, whose waiting connections a restart would lose.
+    #[arg(long, env = "PROXY_SCHEDULER", default_value_t = Scheduler::PerCore,
+          value_parser = Scheduler::from_str)]
+    pub scheduler: Scheduler,
+    /// Same as `--scheduler per-core`, the default (kept for scripts that pass it).
+    #[arg(long, env = "PROXY_PER_CORE", conflicts_with = "scheduler")]
     pub per_core: bool,
     /// Relay engine: auto splices (Linux zero-copy) a direction once it carries bulk data,
     /// on splices everything, off always copies through user space.
@@ -332,6 +340,7 @@ impl ProxyArgs {
             reuse_port,
             metrics_listen,
             threads,
+            scheduler,
             per_core,
             max_connections,
             detect_timeout_ms,

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,20 +37,53 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections as usize));
-    run_with_permits(listener, config, permits, shutdown).await
+    let shared = Arc::new(Shared::new(config.limits.max_connections, 1));
+    run_shared(listener, config, shared, 0, shutdown).await
 }
 
-/// [`run`] with the connection permits given: `--per-core` shares one set between the
-/// listeners of all its threads, so `--max-connections` stays a limit for the process.
-pub(super) async fn run_with_permits(
+/// What the listeners of one process share. Per-core has one listener per thread: one set
+/// of connection permits, so `--max-connections` stays a limit for the process, and the
+/// lines about the whole process are logged once, when they are true of all of it:
+/// "listening" and "shutdown requested" by the first thread, "stopped accepting" by the
+/// last to close its listener (only then is the port closed), "all connections closed" by
+/// the last to finish draining.
+pub(super) struct Shared {
+    permits: Arc<Semaphore>,
+    max_connections: u32,
+    listeners: usize,
+    accepting: AtomicUsize,
+    draining: AtomicUsize,
+}
+
+impl Shared {
+    pub(super) fn new(max_connections: u32, listeners: usize) -> Self {
+        Shared {
+            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            max_connections,
+            listeners,
+            accepting: AtomicUsize::new(listeners),
+            draining: AtomicUsize::new(listeners),
+        }
+    }
+
+    /// Connections open in the whole process (each holds a permit).
+    fn open(&self) -> usize {
+        self.max_connections as usize - self.permits.available_permits()
+    }
+}
+
+/// [`run`] as listener `index` of those that share `shared` (`--per-core`).
+pub(super) async fn run_shared(
     listener: TcpListener,
     config: ProxyConfig,
-    permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    index: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let first = index == 0;
     let server = Arc::new(Server {
-        permits,
+        permits: Arc::clone(&shared.permits),
+        shared,
         sweeper: Sweeper::new(config.limits.idle_timeout, config.limits.tcp_keepalive),
         config,
         next_id: AtomicU64::new(1),
@@ -65,9 +98,12 @@ pub(super) async fn run_with_permits(
         .set(i64::from(server.config.limits.max_connections));
     // State first, then the line that announces it.
     server.config.metrics.set_ready(true);
-    let routes = server.config.routes.current();
-    info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
-          max_connections = server.config.limits.max_connections, "listening");
+    if first {
+        let routes = server.config.routes.current();
+        info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
+              max_connections = server.config.limits.max_connections,
+              listeners = server.shared.listeners, "listening");
+    }
     let delay = server.config.limits.shutdown_delay;
     let stop = async {
         shutdown.await;
@@ -75,10 +111,12 @@ pub(super) async fn run_with_permits(
             // Not ready first, so balancers polling /readyz stop sending; keep accepting
             // what they still send until the delay is over, then close the port.
             server.config.metrics.set_ready(false);
-            info!(
-                shutdown_delay_ms = delay.as_millis() as u64,
-                "shutdown requested: not ready; still accepting until the shutdown delay ends"
-            );
+            if first {
+                info!(
+                    shutdown_delay_ms = delay.as_millis() as u64,
+                    "shutdown requested: not ready; still accepting until the shutdown delay ends"
+                );
+            }
             tokio::time::sleep(delay).await;
         }
     };
@@ -97,8 +135,9 @@ pub(super) async fn run_with_permits(
 /// What the accept loop shares with the connection tasks.
 struct Server {
     config: ProxyConfig,
-    /// One permit per open connection.
+    /// One permit per open connection (the process's, `shared.permits`).
     permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
     next_id: AtomicU64,
     tracker: TaskTracker,
     /// Wakes connections to check for idleness, and to be reset at the drain timeout.
@@ -150,20 +189,20 @@ impl Server {
         let timeout = self.config.limits.drain_timeout;
         if tokio::time::timeout(timeout, self.tracker.wait())
             .await
-            .is_ok()
+            .is_err()
         {
-            info!("all connections closed");
-            return;
+            let open = self.open_connections();
+            self.sweeper.cut();
+            warn!(
+                open,
+                drain_timeout_ms = timeout.as_millis() as u64,
+                "drain timeout reached; resetting remaining connections"
+            );
+            self.tracker.wait().await;
         }
-        let open = self.open_connections();
-        self.sweeper.cut();
-        warn!(
-            open,
-            drain_timeout_ms = timeout.as_millis() as u64,
-            "drain timeout reached; resetting remaining connections"
-        );
-        self.tracker.wait().await;
-        info!("all connections closed");
+        if self.shared.draining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            info!("all connections closed");
+        }
     }
 }
 
@@ -215,14 +254,17 @@ async fn accept_loop(
             }
         }
     }
-    // State first: the port is closed and readiness cleared before "draining" is logged.
+    // State first: the port is closed (every listener of the process) and readiness
+    // cleared before "draining" is logged.
     drop(listener);
     server.config.metrics.set_ready(false);
-    info!(
-        open = server.open_connections(),
-        drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
-        "stopped accepting; draining open connections"
-    );
+    if server.shared.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
+        info!(
+            open = server.shared.open(),
+            drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
+            "stopped accepting; draining open connections"
+        );
+    }
 }
 
 /// The listener, registered for readability with the runtime that accepts from it.
