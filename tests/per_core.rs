@@ -1,6 +1,6 @@
-//! `--per-core` in-process: `proxy::per_core::run` with two threads, each with its own
-//! `SO_REUSEPORT` listener on one port. Real time, not paused: the connection threads run
-//! runtimes of their own, which the test's clock does not drive.
+//! The per-core scheduler in-process: `proxy::per_core::run` with two threads serving one
+//! listener. Real time, not paused: the connection threads run runtimes of their own,
+//! which the test's clock does not drive.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +41,7 @@ async fn threads_share_the_port_and_one_connection_limit_then_drain() {
         max_connections: 8,
         ..Limits::default()
     };
-    let listener = proxy::server::bind("127.0.0.1:0", true).unwrap();
+    let listener = proxy::server::bind("127.0.0.1:0", false).unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ProxyConfig::new(Routes::to_backends(
         backend.parse().unwrap(),
@@ -56,9 +56,8 @@ async fn threads_share_the_port_and_one_connection_limit_then_drain() {
     for _ in 0..8 {
         held.push(relayed(addr).await);
     }
-    // The limit is the process's, not each thread's: whichever listener the kernel picks
-    // for the ninth, it is closed at accept and never relayed. (With a limit per thread it
-    // would be relayed unless all nine landed on one thread: 1 chance in 256.)
+    // The limit is the process's, not each thread's: whichever thread would serve the
+    // ninth, it is closed at accept and never relayed.
     let mut ninth = TcpStream::connect(addr).await.unwrap();
     let _ = ninth.write_all(&ZMTP_SIGNATURE).await;
     // Closed: end of stream or a reset. Relayed: the echo.

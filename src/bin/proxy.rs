@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     }
     args.log.init();
     let fd_limit = raise_fd_limit();
-    let (listener, scheduler) = listener(&args);
+    let listener = listener(&args);
     let plan = args
         .intercept_port
         .map(|port| intercept_plan(port, &listener));
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     // and signals. Work-stealing: one runtime sized to the cores serves everything.
     // (Thread-per-core on one shared listener was measured too: connections pile up on
     // whichever thread is awake, which doubled p99 latency; see BENCHMARKS.md.)
-    let per_core = scheduler == Scheduler::PerCore;
+    let per_core = args.scheduler == Scheduler::PerCore;
     let rt = if per_core {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             start_intercepting(plan, &interception);
         }
         if per_core {
-            // The first listener is open; the threads bind theirs as they start.
+            // The port is open; the threads start serving it.
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             return proxy::per_core::run(listener, config, threads, shutdown).await;
         }
@@ -195,44 +195,20 @@ fn intercept_remove(port: u16) -> ! {
 
 /// The listening socket: the one systemd passes (socket activation, `LISTEN_FDS`), which
 /// survives restarts of the proxy with no connection refused, or else `--listen` bound here.
-/// Also the scheduler that serves it: a passed socket is served work-stealing, since
-/// per-core would bind more listeners of its own beside it, and the connections waiting in
-/// those would be lost when the process is replaced, which is what the passed socket is for.
-fn listener(args: &config::ProxyArgs) -> (std::net::TcpListener, Scheduler) {
+fn listener(args: &config::ProxyArgs) -> std::net::TcpListener {
     match listenfd::ListenFd::from_env().take_tcp_listener(0) {
         Ok(Some(inherited)) => {
             tracing::info!("using the listening socket passed by the service manager (LISTEN_FDS)");
-            if args.scheduler == Scheduler::PerCore {
-                tracing::info!(
-                    "scheduler: work-stealing for the passed socket (per-core would bind \
-                     listeners of its own beside it, and lose what waits in them on restart)"
-                );
-            }
-            return (inherited, Scheduler::WorkStealing);
+            return inherited;
         }
         Ok(None) => {}
         Err(e) => exit_usage(format_args!(
             "the socket passed in LISTEN_FDS is unusable: {e}"
         )),
     }
-    let per_core = args.scheduler == Scheduler::PerCore;
-    if per_core && !args.reuse_port {
-        // Per-core binds one listener per thread with SO_REUSEPORT, which would let a second
-        // proxy started on the same port by mistake share it silently. Unless sharing was
-        // asked for (--reuse-port), the port must be free: bind it once without.
-        refuse_if_in_use(&args.listen);
-    }
-    match proxy::server::bind(&args.listen, args.reuse_port || per_core) {
-        Ok(l) => (l, args.scheduler),
+    match proxy::server::bind(&args.listen, args.reuse_port) {
+        Ok(l) => l,
         Err(e) => exit_usage(format_args!("cannot listen on {}: {e}", args.listen)),
-    }
-}
-
-/// Exits 2 if something already listens on `addr` (a port-0 address is always free).
-fn refuse_if_in_use(addr: &str) {
-    match proxy::server::bind(addr, false) {
-        Ok(probe) => drop(probe),
-        Err(e) => exit_usage(format_args!("cannot listen on {addr}: {e}")),
     }
 }
 

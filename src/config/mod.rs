@@ -120,12 +120,12 @@ pub struct ProxyArgs {
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
     /// How connections are scheduled over the threads. per-core (the default): a
-    /// single-threaded runtime per thread, each accepting from its own SO_REUSEPORT listener
-    /// on the port; a connection stays on the thread that accepted it, so no cross-thread
-    /// wake-ups (less CPU per connection and per message). work-stealing: one runtime whose
-    /// threads share one listener and take work from each other. A socket passed in
-    /// LISTEN_FDS (socket activation) is always served work-stealing: per-core would bind
-    /// listeners of its own beside it, whose waiting connections a restart would lose.
+    /// single-threaded runtime per thread; one thread accepts and serves what it accepts
+    /// while it keeps up, and hands new connections to the least busy other thread only
+    /// once it has been busy without a break for 1 ms; a connection stays on one thread
+    /// from start to end (no cross-thread wake-ups: less CPU per connection and per
+    /// message). work-stealing: one runtime whose threads share the listener and take work
+    /// from each other.
     #[arg(long, env = "PROXY_SCHEDULER", default_value_t = Scheduler::PerCore,
           value_parser = Scheduler::from_str)]
     pub scheduler: Scheduler,

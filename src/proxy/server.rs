@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
@@ -38,32 +38,39 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config.limits.max_connections, 1));
-    run_shared(listener, config, shared, 0, shutdown).await
+    let source = Source::Listener {
+        listener: listener.into_std()?,
+        helpers: Vec::new(),
+        load: None,
+    };
+    run_shared(source, config, shared, TaskTracker::new(), shutdown).await
 }
 
-/// What the listeners of one process share. Per-core has one listener per thread: one set
-/// of connection permits, so `--max-connections` stays a limit for the process, and the
-/// lines about the whole process are logged once, when they are true of all of it:
-/// "listening" and "shutdown requested" by the first thread, "stopped accepting" by the
-/// last to close its listener (only then is the port closed), "all connections closed" by
-/// the last to finish draining.
+/// What the threads of one process share: one set of connection permits, so
+/// `--max-connections` stays a limit for the process, and the count of threads still
+/// draining, so that "all connections closed" is logged once, by the last of them, when it
+/// is true of the whole process.
 pub(super) struct Shared {
     permits: Arc<Semaphore>,
     max_connections: u32,
-    listeners: usize,
-    accepting: AtomicUsize,
+    threads: usize,
     draining: AtomicUsize,
 }
 
 impl Shared {
-    pub(super) fn new(max_connections: u32, listeners: usize) -> Self {
+    pub(super) fn new(max_connections: u32, threads: usize) -> Self {
         Shared {
             permits: Arc::new(Semaphore::new(max_connections as usize)),
             max_connections,
-            listeners,
-            accepting: AtomicUsize::new(listeners),
-            draining: AtomicUsize::new(listeners),
+            threads,
+            draining: AtomicUsize::new(threads),
         }
+    }
+
+    /// The process's connection permits, one per open connection.
+    #[cfg(test)]
+    pub(super) fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
     }
 
     /// Connections open in the whole process (each holds a permit).
@@ -72,24 +79,136 @@ impl Shared {
     }
 }
 
-/// [`run`] as listener `index` of those that share `shared` (`--per-core`).
+/// Where one thread's connections come from.
+pub(super) enum Source {
+    /// It accepts them from the listener. While it is saturated (`load`), it hands new
+    /// ones to the least busy of `helpers` instead of serving them itself.
+    Listener {
+        listener: std::net::TcpListener,
+        helpers: Vec<Helper>,
+        load: Option<Arc<Load>>,
+    },
+    /// The accepting thread hands them over; the thread serves until it stops doing so.
+    Handed(mpsc::UnboundedReceiver<Accepted>),
+}
+
+/// A connection accepted on one thread for another to serve, with its permit.
+pub(super) struct Accepted {
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Accepted {
+    #[cfg(test)]
+    pub(super) fn new(
+        client: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Accepted {
+            client,
+            peer,
+            permit,
+        }
+    }
+}
+
+/// Another thread the accepting one may hand connections to: its inbox, and its tracker,
+/// whose length says how many connections it is serving.
+pub(super) struct Helper {
+    pub(super) inbox: mpsc::UnboundedSender<Accepted>,
+    pub(super) tracker: TaskTracker,
+}
+
+/// Whether the accepting thread has work waiting: its runtime's park and unpark hooks
+/// record when it last came out of idleness. A thread that has not been idle once for
+/// [`Load::SATURATED`] is saturated: everything it takes on now waits behind what it has.
+#[derive(Debug)]
+pub struct Load {
+    base: Instant,
+    /// Nanoseconds after `base` at which it last unparked, plus one; 0 while parked.
+    busy_since: AtomicU64,
+}
+
+impl Load {
+    /// Busy this long without a moment of idleness: new connections go to other threads.
+    pub const SATURATED: Duration = Duration::from_millis(1);
+
+    pub fn new() -> Self {
+        Load {
+            base: Instant::now(),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+
+    /// The runtime's `on_thread_unpark` hook: work has arrived.
+    pub fn unparked(&self) {
+        let now = self.base.elapsed().as_nanos() as u64;
+        self.busy_since.store(now + 1, Ordering::Relaxed);
+    }
+
+    /// The runtime's `on_thread_park` hook: nothing left to do.
+    pub fn parked(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the thread has been busy for [`Load::SATURATED`] or more, at `now`.
+    pub fn saturated_at(&self, now: Instant) -> bool {
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => false,
+            since => {
+                let now = now.saturating_duration_since(self.base).as_nanos() as u64 + 1;
+                now.saturating_sub(since) >= Self::SATURATED.as_nanos() as u64
+            }
+        }
+    }
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load::new()
+    }
+}
+
+/// [`run`] as one of the threads that share `shared` (`--scheduler per-core`), serving the
+/// connections from `source` and tracking them in `tracker`.
 pub(super) async fn run_shared(
-    listener: TcpListener,
+    source: Source,
     config: ProxyConfig,
     shared: Arc<Shared>,
-    index: usize,
+    tracker: TaskTracker,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let first = index == 0;
     let server = Arc::new(Server {
         permits: Arc::clone(&shared.permits),
         shared,
         sweeper: Sweeper::new(config.limits.idle_timeout, config.limits.tcp_keepalive),
         config,
         next_id: AtomicU64::new(1),
-        tracker: TaskTracker::new(),
+        tracker,
         refusals: Default::default(),
     });
+    let (listener, helpers, load) = match source {
+        Source::Listener {
+            listener,
+            helpers,
+            load,
+        } => (listener, helpers, load),
+        Source::Handed(inbox) => {
+            // Until the accepting thread stops accepting and drops its end; whatever it
+            // handed over before is in the inbox and is served.
+            tokio::select! {
+                _ = serve_handed(inbox, &server) => {}
+                _ = server.sweeper.tick() => {}
+            }
+            tokio::select! {
+                _ = server.drain() => {}
+                _ = server.sweeper.tick() => {}
+            }
+            return Ok(());
+        }
+    };
     let addr = listener.local_addr()?;
     set_inherited_options(&listener);
     let metrics = &server.config.metrics;
@@ -98,11 +217,14 @@ pub(super) async fn run_shared(
         .set(i64::from(server.config.limits.max_connections));
     // State first, then the line that announces it.
     server.config.metrics.set_ready(true);
-    if first {
-        let routes = server.config.routes.current();
-        info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
-              max_connections = server.config.limits.max_connections,
-              listeners = server.shared.listeners, "listening");
+    let routes = server.config.routes.current();
+    let max_connections = server.config.limits.max_connections;
+    match server.shared.threads {
+        1 => info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
+                   max_connections, "listening"),
+        // Per-core: the threads that serve this listener.
+        threads => info!(%addr, zmq_backend = %routes.zmq, grpc_backend = %routes.grpc,
+                         max_connections, threads, "listening"),
     }
     let delay = server.config.limits.shutdown_delay;
     let stop = async {
@@ -111,17 +233,16 @@ pub(super) async fn run_shared(
             // Not ready first, so balancers polling /readyz stop sending; keep accepting
             // what they still send until the delay is over, then close the port.
             server.config.metrics.set_ready(false);
-            if first {
-                info!(
-                    shutdown_delay_ms = delay.as_millis() as u64,
-                    "shutdown requested: not ready; still accepting until the shutdown delay ends"
-                );
-            }
+            info!(
+                shutdown_delay_ms = delay.as_millis() as u64,
+                "shutdown requested: not ready; still accepting until the shutdown delay ends"
+            );
             tokio::time::sleep(delay).await;
         }
     };
+    let handoff = Handoff { helpers, load };
     tokio::select! {
-        _ = accept_loop(listener, &server, stop) => {}
+        _ = accept_loop(listener, handoff, &server, stop) => {}
         _ = server.sweeper.tick() => {}
     }
     // Idle connections are still closed while draining.
@@ -130,6 +251,36 @@ pub(super) async fn run_shared(
         _ = server.sweeper.tick() => {}
     }
     Ok(())
+}
+
+/// Serves what the accepting thread hands over, until it stops.
+async fn serve_handed(mut inbox: mpsc::UnboundedReceiver<Accepted>, server: &Arc<Server>) {
+    while let Some(accepted) = inbox.recv().await {
+        server.serve(accepted.client, accepted.peer, accepted.permit);
+    }
+}
+
+/// The accepting thread's choice, per connection: serve it here, or, while this thread is
+/// saturated, hand it to the helper serving the fewest connections.
+struct Handoff {
+    helpers: Vec<Helper>,
+    load: Option<Arc<Load>>,
+}
+
+impl Handoff {
+    /// Hands `accepted` over if this thread is saturated and a helper takes it; otherwise
+    /// gives it back to be served here.
+    fn hand_over(&self, accepted: Accepted) -> Option<Accepted> {
+        let Some(load) = &self.load else {
+            return Some(accepted);
+        };
+        if self.helpers.is_empty() || !load.saturated_at(Instant::now()) {
+            return Some(accepted);
+        }
+        let helper = self.helpers.iter().min_by_key(|h| h.tracker.len())?;
+        // A helper that has stopped gives the connection back.
+        helper.inbox.send(accepted).err().map(|e| e.0)
+    }
 }
 
 /// What the accept loop shares with the connection tasks.
@@ -150,7 +301,9 @@ impl Server {
         self.tracker.len()
     }
 
-    fn spawn(self: &Arc<Self>, client: std::net::TcpStream, peer: SocketAddr) {
+    /// A connection just accepted: refused at the limit, else handed to another thread
+    /// (see [`Handoff`]) or served here.
+    fn admit(self: &Arc<Self>, client: std::net::TcpStream, peer: SocketAddr, handoff: &Handoff) {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             // Closing at once tells the client to go elsewhere now, rather than after a
             // queue it cannot see.
@@ -160,6 +313,28 @@ impl Server {
             refusals.note(peer, self.config.limits.max_connections);
             return;
         };
+        let accepted = Accepted {
+            client,
+            peer,
+            permit,
+        };
+        if let Some(Accepted {
+            client,
+            peer,
+            permit,
+        }) = handoff.hand_over(accepted)
+        {
+            self.serve(client, peer, permit);
+        }
+    }
+
+    /// Serves one connection on this thread, holding `permit` until it ends.
+    fn serve(
+        self: &Arc<Self>,
+        client: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // route, backend and the local port toward the backend are filled in as they
         // become known, so every line of the connection can be matched to the backend's log.
@@ -207,7 +382,8 @@ impl Server {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    handoff: Handoff,
     server: &Arc<Server>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -216,10 +392,10 @@ async fn accept_loop(
     // would) but by the connection, after it has read what the client already sent
     // (`conn`): registering a socket with data waiting reports it readable, and the relay
     // would later spend a read (EAGAIN) and a wake-up on bytes detection already took.
-    let listener = match listener.into_std().and_then(register) {
+    let listener = match register(listener) {
         Ok(listener) => listener,
         Err(e) => {
-            warn!(error = %e, "cannot take the listener over from the runtime; not accepting");
+            warn!(error = %e, "cannot register the listener with the runtime; not accepting");
             return;
         }
     };
@@ -235,7 +411,7 @@ async fn accept_loop(
             Ok((client, peer)) => {
                 backoff = Duration::ZERO;
                 server.config.metrics.accepted.inc();
-                server.spawn(client, peer);
+                server.admit(client, peer, &handoff);
             }
             Err(e) if is_per_connection_error(&e) => {
                 debug!(error = %e, "accept: connection failed before it was accepted");
@@ -254,17 +430,16 @@ async fn accept_loop(
             }
         }
     }
-    // State first: the port is closed (every listener of the process) and readiness
-    // cleared before "draining" is logged.
+    // State first: the port is closed, the other threads told that nothing more comes
+    // (they drain what they have), and readiness cleared before "draining" is logged.
     drop(listener);
+    drop(handoff);
     server.config.metrics.set_ready(false);
-    if server.shared.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
-        info!(
-            open = server.shared.open(),
-            drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
-            "stopped accepting; draining open connections"
-        );
-    }
+    info!(
+        open = server.shared.open(),
+        drain_timeout_ms = server.config.limits.drain_timeout.as_millis() as u64,
+        "stopped accepting; draining open connections"
+    );
 }
 
 /// The listener, registered for readability with the runtime that accepts from it.
@@ -369,5 +544,96 @@ impl Refusals {
             self.since_log = 0;
             self.last_log = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{mpsc, Semaphore};
+    use tokio_util::task::TaskTracker;
+
+    use super::{Accepted, Handoff, Helper, Load};
+
+    #[test]
+    fn a_thread_is_saturated_only_after_a_millisecond_without_idling() {
+        let load = Load::new();
+        let now = Instant::now();
+        assert!(
+            !load.saturated_at(now + Duration::from_secs(1)),
+            "never unparked"
+        );
+        load.unparked();
+        let unparked = Instant::now();
+        assert!(!load.saturated_at(unparked));
+        assert!(load.saturated_at(unparked + Load::SATURATED + Duration::from_micros(50)));
+        load.parked();
+        assert!(
+            !load.saturated_at(unparked + Duration::from_secs(1)),
+            "idle again"
+        );
+    }
+
+    /// A connection pair on loopback: the accepted end, as the accept loop has it.
+    fn accepted(permits: &Arc<Semaphore>) -> (Accepted, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (client, peer) = l.accept().unwrap();
+        let permit = Arc::clone(permits).try_acquire_owned().unwrap();
+        let accepted = Accepted {
+            client,
+            peer,
+            permit,
+        };
+        (accepted, c)
+    }
+
+    #[tokio::test]
+    async fn a_saturated_thread_hands_over_to_the_least_busy_helper_else_keeps_it() {
+        let permits = Arc::new(Semaphore::new(8));
+        let (busy, idle) = (TaskTracker::new(), TaskTracker::new());
+        busy.spawn(std::future::pending::<()>());
+        let (to_busy, mut at_busy) = mpsc::unbounded_channel();
+        let (to_idle, mut at_idle) = mpsc::unbounded_channel();
+        let load = Arc::new(Load::new());
+        let handoff = Handoff {
+            helpers: vec![
+                Helper {
+                    inbox: to_busy,
+                    tracker: busy.clone(),
+                },
+                Helper {
+                    inbox: to_idle,
+                    tracker: idle.clone(),
+                },
+            ],
+            load: Some(Arc::clone(&load)),
+        };
+        // Keeping up (it idles between bursts): served here.
+        load.parked();
+        let (a, _c1) = accepted(&permits);
+        let kept = handoff.hand_over(a);
+        assert!(kept.is_some());
+        // Busy for longer than SATURATED: to the helper serving fewer connections.
+        load.unparked();
+        std::thread::sleep(Load::SATURATED * 2);
+        let (a, _c2) = accepted(&permits);
+        assert!(handoff.hand_over(a).is_none());
+        let handed = at_idle.try_recv().expect("the idle helper got it");
+        assert!(at_busy.try_recv().is_err());
+        assert_eq!(
+            permits.available_permits(),
+            8 - 2,
+            "the permit travels with it"
+        );
+        drop((kept, handed));
+        assert_eq!(permits.available_permits(), 8);
+        // A helper that has stopped gives it back, to be served here.
+        drop(at_idle);
+        drop(at_busy);
+        let (a, _c3) = accepted(&permits);
+        assert!(handoff.hand_over(a).is_some());
     }
 }
