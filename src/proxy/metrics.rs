@@ -67,6 +67,7 @@ pub struct Metrics {
     registry: Registry,
     ready: AtomicBool,
     pub accepted: Counter,
+    pub handed_over: Counter,
     pub accept_errors: Counter,
     pub rejected: Family<ReasonLabels, Counter>,
     pub closed: Family<ClosedLabels, Counter>,
@@ -114,6 +115,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             ready: AtomicBool::new(false),
             accepted: Counter::default(),
+            handed_over: Counter::default(),
             accept_errors: Counter::default(),
             rejected: Family::default(),
             closed: Family::default(),
@@ -131,6 +133,12 @@ impl Default for Metrics {
             "connections_accepted",
             "Connections accepted",
             m.accepted.clone(),
+        );
+        registry.register(
+            "connections_handed_over",
+            "Connections the accepting thread handed to another because it was saturated \
+             (the per-core scheduler); the rest it served itself",
+            m.handed_over.clone(),
         );
         registry.register(
             "accept_errors",

@@ -325,6 +325,8 @@ impl Server {
         }) = handoff.hand_over(accepted)
         {
             self.serve(client, peer, permit);
+        } else {
+            self.config.metrics.handed_over.inc();
         }
     }
 

@@ -6,6 +6,7 @@ pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -82,9 +83,22 @@ impl Proc {
 
     /// Spawns a prepared command (extra set-up such as `pre_exec`) with captured output.
     pub fn from_command(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stderr(Stdio::piped());
+        Self::from_command_stderr_set(name, cmd)
+    }
+
+    /// Spawns a prepared command whose log (stderr) goes to `path` rather than into memory,
+    /// at the binary's own default level unless RUST_LOG is set: what a benchmark does for a
+    /// process that logs every connection, as the process would run in production.
+    #[allow(dead_code)] // benches only
+    pub fn logging_to(name: &str, mut cmd: Command, path: &Path) -> Proc {
+        let log = std::fs::File::create(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        cmd.stderr(log);
+        Self::from_command_stderr_set(name, cmd)
+    }
+
+    fn from_command_stderr_set(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         // Tests wait on log lines, so they need info level unless the caller chose one.
         let chosen = cmd.get_envs().any(|(k, _)| k == "RUST_LOG");
         if !chosen && std::env::var_os("RUST_LOG").is_none() {
@@ -93,9 +107,10 @@ impl Proc {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
         let out = child.stdout.take().expect("piped stdout");
-        let err = child.stderr.take().expect("piped stderr");
         pump(out, Arc::clone(&output), true);
-        pump(err, Arc::clone(&output), false);
+        if let Some(err) = child.stderr.take() {
+            pump(err, Arc::clone(&output), false);
+        }
         Proc {
             name: name.to_owned(),
             child,

@@ -5,8 +5,8 @@
 //! Every scenario runs three times per run: direct to the server, through `proxy`, and
 //! through HAProxy 2.6 (tcp mode, `inspect-delay`, `req.payload` rules routing the same two
 //! prefixes, `option splice-auto`; installed from Debian if missing). The servers live in
-//! this process; the proxies are separate processes with logging at `warn` (HAProxy logs
-//! nothing either). Output: a markdown table on stdout (`proxy_parts/report.rs`).
+//! this process; the proxies are separate processes, the proxy at its default log level
+//! writing to a file (as the shared harness runs it; HAProxy logs nothing by default). Output: a markdown table on stdout (`proxy_parts/report.rs`).
 //!
 //! CPU per unit of work (per MB, per message, per connection) is the utime + stime of the
 //! proxy process (or HAProxy's) read from `/proc/<pid>/stat` before and after the scenario,
@@ -372,8 +372,10 @@ fn wait_for_port(addr: SocketAddr) {
     }
 }
 
-/// Starts the proxy logging only warnings, as HAProxy here logs nothing: the per-connection
-/// line is the operator's choice (RUST_LOG), not part of the data path being compared.
+/// Starts the proxy as it runs by default, logging a line per connection to a file, as the
+/// shared harness (`../shared/bench/run.sh`) runs it. (It once ran at `warn` here, which
+/// made this bench report less CPU per connection than the harness: part of why the two
+/// disagreed, BENCHMARKS.md, Performance III.)
 fn spawn_proxy(backend: SocketAddr, extra: &[String]) -> (Proc, SocketAddr) {
     // BENCH_PROXY_BIN: another build of the proxy (a saved copy from before a change), so
     // that two builds can be measured one after the other with the same bench binary.
@@ -394,8 +396,20 @@ fn spawn_proxy_bin(bin: &str, backend: SocketAddr, extra: &[String]) -> (Proc, S
     ];
     args.extend(extra.iter().cloned());
     let mut cmd = Command::new(bin);
-    cmd.args(&args).env("RUST_LOG", "warn");
-    let p = Proc::from_command("proxy", cmd);
+    cmd.args(&args);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info"); // the proxy's default, whatever the bench's own is
+    }
+    // One folder per bench run, emptied when the run starts (benches are not run in parallel).
+    static LOGS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = LOGS.get_or_init(|| {
+        let dir = std::env::temp_dir().join("zgp-bench-proxy-logs");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a folder for the proxies' logs");
+        dir
+    });
+    let log = dir.join(format!("proxy-{}.log", listen.port()));
+    let p = Proc::logging_to("proxy", cmd, &log);
     wait_for_port(listen);
     (p, listen)
 }
