@@ -122,20 +122,8 @@ fn both_protocols_at_once_on_one_port() {
 /// listener, then a clean exit on SIGTERM once every thread has drained.
 #[test]
 fn both_protocols_at_once_per_core() {
-    let mut stack = both_protocols_at_once(&["--per-core", "--threads", "2"]);
     // One listener for the threads, announced in one line.
-    let line = stack.proxy.wait_for_log("listening", PATIENCE);
-    assert!(line.contains("threads=2"), "{line}");
-    let port: u16 = stack
-        .proxy_addr()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    assert_eq!(listening_sockets(port), 1);
-    stack.proxy.signal("TERM");
-    assert!(stack.proxy.wait_exit(PATIENCE).success());
+    let (mut stack, port) = one_listener(&["--per-core", "--threads", "2"], "threads=2");
     // Lines about the whole process come once, when they are true of every thread.
     for line in ["listening", "stopped accepting", "all connections closed"] {
         assert_eq!(stack.proxy.count_logs(&[line]), 1, "{line}");
@@ -146,19 +134,25 @@ fn both_protocols_at_once_per_core() {
 /// The same with the work-stealing scheduler: one runtime, one listener.
 #[test]
 fn both_protocols_at_once_work_stealing() {
-    let mut stack = both_protocols_at_once(&["--scheduler", "work-stealing", "--threads", "2"]);
+    one_listener(&["--scheduler", "work-stealing", "--threads", "2"], "");
+}
+
+/// Both protocols through a proxy started with `args`, whose "listening" line says
+/// `announces` (nothing about threads if empty), on one listening socket; then SIGTERM and
+/// a clean exit. Returns the stack and the port.
+fn one_listener(args: &[&str], announces: &str) -> (Stack, u16) {
+    let mut stack = both_protocols_at_once(args);
     let line = stack.proxy.wait_for_log("listening", PATIENCE);
-    assert!(!line.contains("threads="), "{line}");
-    let port: u16 = stack
-        .proxy_addr()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    match announces {
+        "" => assert!(!line.contains("threads="), "{line}"),
+        field => assert!(line.contains(field), "{line}"),
+    }
+    let addr = stack.proxy_addr();
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
     assert_eq!(listening_sockets(port), 1);
     stack.proxy.signal("TERM");
     assert!(stack.proxy.wait_exit(PATIENCE).success());
+    (stack, port)
 }
 
 /// TCP sockets listening on `port` (IPv4, any process), from the kernel's own table.
