@@ -123,7 +123,7 @@ fn both_protocols_at_once_on_one_port() {
 #[test]
 fn both_protocols_at_once_per_core() {
     // One listener for the threads, announced in one line.
-    let (mut stack, port) = one_listener(&["--per-core", "--threads", "2"], "threads=2");
+    let (stack, port) = one_listener(&["--per-core", "--threads", "2"], "threads=2");
     // Lines about the whole process come once, when they are true of every thread.
     for line in ["listening", "stopped accepting", "all connections closed"] {
         assert_eq!(stack.proxy.count_logs(&[line]), 1, "{line}");

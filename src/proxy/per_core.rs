@@ -21,7 +21,7 @@
 //! onto whichever is awake, which doubled p99 latency.
 //!
 //! Each thread runs `super::server::run_shared` with the same [`ProxyConfig`] (routes,
-//! metrics) and one [`server::Shared`]: the connection permits, and the count of threads
+//! metrics) and one `server::Shared`: the connection permits, and the count of threads
 //! still draining. One shutdown future stops the accepting thread; the others stop when it
 //! does, and each drains its own connections.
 
