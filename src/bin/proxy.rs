@@ -46,8 +46,8 @@ fn main() -> anyhow::Result<()> {
     // Per-core (the default): the connections run on threads of their own
     // (proxy::per_core) and this thread's runtime only serves the admin endpoint, reloads
     // and signals. Work-stealing: one runtime sized to the cores serves everything.
-    // (Thread-per-core on one shared listener was measured too: connections pile up on
-    // whichever thread is awake, which doubled p99 latency; see BENCHMARKS.md.)
+    // (Every thread accepting from one shared listener was measured too: connections pile
+    // up on whichever thread is awake, which doubled p99 latency; see BENCHMARKS.md.)
     let per_core = args.scheduler == Scheduler::PerCore;
     let rt = if per_core {
         tokio::runtime::Builder::new_current_thread()

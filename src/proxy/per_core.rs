@@ -38,7 +38,8 @@ use super::settings::ProxyConfig;
 /// How connections are scheduled over the worker threads (`--scheduler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scheduler {
-    /// A single-threaded runtime per thread, each with its own `SO_REUSEPORT` listener.
+    /// A single-threaded runtime per thread; one accepts, and hands connections to the others
+    /// only while it is saturated.
     #[default]
     PerCore,
     /// One multi-threaded runtime whose threads share one listener and steal work.
